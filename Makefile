@@ -1,0 +1,34 @@
+# The two set-up commands of a fresh machine are `make run` and `make test`;
+# everything else here is what they are made of.
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip --disable-pip-version-check --quiet
+
+.PHONY: install install-test system-deps run test lint
+
+$(VENV)/bin/python:
+	python3 -m venv $(VENV)
+
+$(VENV)/.installed: $(VENV)/bin/python requirements.txt pyproject.toml
+	$(PIP) install -r requirements.txt -e .
+	touch $@
+
+$(VENV)/.installed-test: $(VENV)/.installed requirements-test.txt
+	$(PIP) install -r requirements-test.txt
+	touch $@
+
+install: $(VENV)/.installed
+
+install-test: $(VENV)/.installed-test
+
+system-deps:
+	./scripts/system-deps.sh
+
+run: install
+	$(PY) -m eds_server
+
+test: install-test system-deps
+	$(PY) -m pytest
+
+lint: install-test
+	$(VENV)/bin/ruff check .

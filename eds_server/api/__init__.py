@@ -1,0 +1,1 @@
+"""The HTTP layer: flask-restx namespaces, thin over the registry and discovery."""

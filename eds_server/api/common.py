@@ -1,0 +1,103 @@
+"""What every namespace of the HTTP layer shares: reading bodies, mapping errors."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from flask import Flask, current_app, request
+from flask_restx import Api
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+
+from ..model import (
+    AlreadyExists,
+    InvalidInput,
+    LimitExceeded,
+    NotFound,
+    PreconditionFailed,
+    Problem,
+    RegistryError,
+)
+from ..store import StoreUnavailable
+
+STATUS_OF = {
+    InvalidInput: 400,
+    LimitExceeded: 400,
+    NotFound: 404,
+    AlreadyExists: 409,
+    PreconditionFailed: 412,
+}
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def read_json() -> Any:
+    """The request body as JSON; anything else is a 400 naming the parser's line and column."""
+    raw = request.get_data(cache=False)
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise InvalidInput([Problem("body", f"<{len(raw)} bytes>", f"is not UTF-8 (byte {error.start})")]) from None
+    try:
+        return json.loads(text, parse_constant=_refuse_constant)
+    except json.JSONDecodeError as error:
+        hint = " (comments such as // are not allowed in JSON)" if "//" in text else ""
+        raise InvalidInput(
+            [
+                Problem(
+                    "body",
+                    f"<{len(raw)} bytes>",
+                    f"is not valid JSON: {error.msg} at line {error.lineno} column {error.colno}{hint}",
+                )
+            ]
+        ) from None
+    except ValueError as error:
+        raise InvalidInput([Problem("body", f"<{len(raw)} bytes>", f"is not valid JSON: {error}")]) from None
+
+
+def caller() -> str:
+    """Who made a request, for the change log (never a credential)."""
+    return request.headers.get("X-Forwarded-For", request.remote_addr or "-").split(",")[0].strip()
+
+
+def registry():
+    return current_app.extensions["eds"].registry
+
+
+def _too_large_message() -> str:
+    limit = current_app.config["MAX_CONTENT_LENGTH"]
+    return (
+        f"request body is larger than {limit} bytes, the limit of this server "
+        "(setting max_body_bytes, EDS_MAX_BODY_BYTES); nothing was changed"
+    )
+
+
+def register_error_handlers(app: Flask, api: Api) -> None:
+    # Outside restx's routes (unknown URLs, wrong methods) Flask would answer HTML.
+    @app.errorhandler(HTTPException)
+    def http_error(error: HTTPException):
+        message = _too_large_message() if isinstance(error, RequestEntityTooLarge) else error.description
+        return {"message": message}, error.code
+
+    @api.errorhandler(RequestEntityTooLarge)
+    def too_large(error: RequestEntityTooLarge):
+        """413: the request body is over the configured size limit."""
+        current_app.logger.info("refused %s %s: body over the size limit", request.method, request.path)
+        return {"message": _too_large_message()}, 413
+
+    @api.errorhandler(RegistryError)
+    def registry_error(error: RegistryError):
+        """400, 404, 409 or 412: the input, the service or the precondition, named in the message."""
+        body: dict[str, Any] = {"message": error.message}
+        if isinstance(error, InvalidInput):
+            body["errors"] = [p.as_dict() for p in error.problems]
+        current_app.logger.info("refused %s %s: %s", request.method, request.path, error.message)
+        return body, STATUS_OF.get(type(error), 400)
+
+    @api.errorhandler(StoreUnavailable)
+    def store_unavailable(error: StoreUnavailable):
+        """503: the registry store cannot be reached; nothing was changed."""
+        current_app.logger.warning("store unavailable on %s %s: %s", request.method, request.path, error)
+        return {"message": f"the registry store is unavailable, nothing was changed: {error}"}, 503

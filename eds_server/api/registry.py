@@ -1,0 +1,200 @@
+"""`/edsservice`: the registry API of SPEC section 3 (the classic tutorial's calls)."""
+
+from __future__ import annotations
+
+from flask import request, url_for
+from flask_restx import Namespace, Resource, fields
+
+from ..model import HEALTH_STATUSES, NotFound, Service, parse_endpoint, validate_name
+from .common import caller, read_json, registry
+
+ns = Namespace("edsservice", description="Services and their upstream hosts", path="/edsservice")
+
+tags_model = ns.model(
+    "Tags",
+    {
+        "az": fields.String(description="zone; Envoy locality.zone", example="us-central1-a"),
+        "region": fields.String(description="Envoy locality.region", example="us-central1"),
+        "sub_zone": fields.String(description="Envoy locality.sub_zone", example="rack7"),
+        "canary": fields.Boolean(description='metadata filter_metadata["envoy.lb"].canary', default=False),
+        "load_balancing_weight": fields.Integer(
+            min=1,
+            max=2**32 - 1,
+            default=1,
+            example=50,
+            description="LbEndpoint.load_balancing_weight (Envoy rejects 0)",
+        ),
+    },
+)
+host_model = ns.model(
+    "Host",
+    {
+        "ip_address": fields.String(
+            required=True, example="10.0.0.5", description="IPv4 or IPv6 literal ([::1] accepted); not a host name"
+        ),
+        "port": fields.Integer(required=True, min=1, max=65535, example=8001),
+        "tags": fields.Nested(tags_model),
+        "health_status": fields.String(enum=list(HEALTH_STATUSES), default="HEALTHY"),
+        "priority": fields.Integer(min=0, max=128, default=0, description="0 is the most preferred"),
+        "hostname": fields.String(example="web-1", description="LbEndpoint.endpoint.hostname"),
+        "metadata": fields.Raw(example={"version": "v2"}, description='extra filter_metadata["envoy.lb"] keys'),
+        "ttl": fields.Float(
+            min=0, example=30, description="seconds; the host leaves discovery unless refreshed within it"
+        ),
+    },
+)
+policy_model = ns.model(
+    "Policy",
+    {
+        "overprovisioning_factor": fields.Integer(min=1, example=140, description="percent"),
+        "endpoint_stale_after": fields.Float(min=0, example=30, description="seconds"),
+    },
+)
+service_input = ns.model(
+    "ServiceInput",
+    {
+        "hosts": fields.List(fields.Nested(host_model), required=True),
+        "policy": fields.Nested(policy_model),
+    },
+)
+service_output = ns.inherit(
+    "Service",
+    service_input,
+    {
+        "name": fields.String(example="myservice"),
+        "version": fields.String(description="the version_info Envoy gets for this service"),
+    },
+)
+error_model = ns.model(
+    "Error",
+    {
+        "message": fields.String(required=True),
+        "errors": fields.List(fields.Raw, description="each problem: field, value, rule"),
+    },
+)
+
+NAME_DOC = "service name: 1-128 characters of A-Z a-z 0-9 . _ -"
+IF_MATCH_DOC = {"If-Match": {"description": "ETag read earlier; 412 when the service changed since", "in": "header"}}
+
+
+def service_body(service: Service) -> dict:
+    body = service.to_dict()
+    body["version"] = registry().store.version(service.name)
+    return body
+
+
+def answer(change, created_status: int = 201, status: int = 200):
+    """The service after a write, with its ETag; 204 when it was deleted."""
+    service = change.after
+    if service is None:
+        return "", 204
+    headers = {"ETag": f'"{service.etag}"'}
+    if change.before is None:
+        headers["Location"] = url_for("edsservice_service", name=service.name)
+        return service_body(service), created_status, headers
+    return service_body(service), status, headers
+
+
+@ns.route("")
+class ServiceList(Resource):
+    @ns.doc("list_services")
+    @ns.response(200, "every service with its hosts", [service_output])
+    def get(self):
+        """Every service with its hosts."""
+        return [service_body(s) for s in registry().store.services()]
+
+
+@ns.route("/<string:name>", endpoint="edsservice_service")
+@ns.param("name", NAME_DOC)
+@ns.response(400, "invalid input: the field, value and rule are named", error_model)
+class ServiceItem(Resource):
+    @ns.doc("get_service")
+    @ns.response(200, "the service; its ETag is in the header", service_output)
+    @ns.response(404, "no such service", error_model)
+    def get(self, name):
+        """One service with its hosts."""
+        validate_name(name)
+        service = registry().store.get(name)
+        if service is None:
+            raise NotFound(f"service {name!r} does not exist")
+        return service_body(service), 200, {"ETag": f'"{service.etag}"'}
+
+    @ns.doc("create_service")
+    @ns.expect(service_input, validate=False)
+    @ns.response(201, "created", service_output)
+    @ns.response(409, "it exists already; PUT replaces it", error_model)
+    def post(self, name):
+        """Create a service with its hosts."""
+        return answer(registry().create(name, read_json(), who=caller()))
+
+    @ns.doc("replace_service", params=IF_MATCH_DOC)
+    @ns.expect(service_input, validate=False)
+    @ns.response(200, "replaced", service_output)
+    @ns.response(201, "created", service_output)
+    @ns.response(412, "If-Match did not match: the service changed meanwhile", error_model)
+    def put(self, name):
+        """Create a service or replace its whole host list (`{"hosts": []}` empties it)."""
+        return answer(registry().replace(name, read_json(), request.headers.get("If-Match"), who=caller()))
+
+    @ns.doc("delete_service", params=IF_MATCH_DOC)
+    @ns.response(204, "deleted; Envoy is told the service has no endpoints")
+    @ns.response(404, "no such service", error_model)
+    @ns.response(412, "If-Match did not match", error_model)
+    def delete(self, name):
+        """Remove a service."""
+        return answer(registry().delete(name, request.headers.get("If-Match"), who=caller()))
+
+
+@ns.route("/<string:name>/hosts")
+@ns.param("name", NAME_DOC)
+@ns.response(400, "invalid input", error_model)
+class HostList(Resource):
+    @ns.doc("upsert_host", params=IF_MATCH_DOC)
+    @ns.expect(host_model, validate=False)
+    @ns.response(201, "host added (the service is created when absent)", service_output)
+    @ns.response(200, "host refreshed or replaced (a heartbeat)", service_output)
+    @ns.response(412, "If-Match did not match", error_model)
+    def post(self, name):
+        """Add or refresh one host, keyed by ip_address and port: a registration or a heartbeat."""
+        change, created = registry().upsert_host(name, read_json(), request.headers.get("If-Match"), who=caller())
+        service = change.after
+        return service_body(service), 201 if created else 200, {"ETag": f'"{service.etag}"'}
+
+
+@ns.route("/<string:name>/hosts/<string:endpoint>")
+@ns.param("name", NAME_DOC)
+@ns.param("endpoint", "IP:PORT, IPv6 in brackets: 10.0.0.5:8001 or [::1]:8001")
+@ns.response(400, "invalid input", error_model)
+@ns.response(404, "no such service or host", error_model)
+@ns.response(412, "If-Match did not match", error_model)
+class HostItem(Resource):
+    @ns.doc("patch_host", params=IF_MATCH_DOC)
+    @ns.expect(
+        ns.model(
+            "HostPatch",
+            {
+                "tags": fields.Nested(tags_model),
+                "health_status": fields.String(enum=list(HEALTH_STATUSES), example="DRAINING"),
+                "priority": fields.Integer(min=0, max=128),
+                "hostname": fields.String(),
+                "metadata": fields.Raw(),
+                "ttl": fields.Float(min=0),
+            },
+        ),
+        validate=False,
+    )
+    @ns.response(200, "changed", service_output)
+    def patch(self, name, endpoint):
+        """Change some fields of one host (JSON merge patch: null removes a field)."""
+        return answer(
+            registry().patch_host(
+                name, parse_endpoint(endpoint), read_json(), request.headers.get("If-Match"), who=caller()
+            )
+        )
+
+    @ns.doc("delete_host", params=IF_MATCH_DOC)
+    @ns.response(204, "removed")
+    def delete(self, name, endpoint):
+        """Remove one host."""
+        registry().delete_host(name, parse_endpoint(endpoint), request.headers.get("If-Match"), who=caller())
+        return "", 204

@@ -1,0 +1,55 @@
+"""The application factory: `create_app(settings)` wires the layers together."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from flask import Flask
+from flask_restx import Api
+
+from .api import discovery, ops, registry
+from .api.common import register_error_handlers
+from .registry import Limits, Registry
+from .settings import Settings
+from .store import Store, open_store
+from .xds import Discovery, version_of
+
+
+@dataclass
+class Services:
+    """What the HTTP layer reaches through `current_app.extensions["eds"]`."""
+
+    settings: Settings
+    registry: Registry
+    discovery: Discovery
+
+
+def create_app(settings: Settings | None = None, store: Store | None = None) -> Flask:
+    """Build the WSGI app. Opens the store named by `settings.store` unless one is given."""
+    settings = settings or Settings()
+    store = store or open_store(settings.store, version_of)
+    app = Flask("eds_server")
+    app.config.update(
+        MAX_CONTENT_LENGTH=settings.max_body_bytes,
+        RESTX_MASK_SWAGGER=False,
+        RESTX_ERROR_404_HELP=False,
+        JSON_SORT_KEYS=False,
+    )
+    app.extensions["eds"] = Services(
+        settings=settings,
+        registry=Registry(store, Limits(max_hosts_per_service=settings.max_hosts_per_service)),
+        discovery=Discovery(store, cache_size=settings.response_cache_size),
+    )
+    api = Api(
+        app,
+        version="1.0",
+        title="eds-server",
+        description="REST-JSON Endpoint Discovery Service for Envoy: register upstream hosts per service; "
+        "Envoy polls POST /v3/discovery:endpoints.",
+        doc="/",
+    )
+    register_error_handlers(app, api)
+    api.add_namespace(registry.ns)
+    api.add_namespace(discovery.ns)
+    api.add_namespace(ops.ns)
+    return app

@@ -1,0 +1,58 @@
+"""Errors of the registry's domain, each one something a person can act on."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One refused value: where it is, what it was, and the rule it broke."""
+
+    field: str
+    value: Any
+    rule: str
+
+    def __str__(self) -> str:
+        return f"{self.field}: {self.value!r} {self.rule}"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"field": self.field, "value": self.value, "rule": self.rule}
+
+
+class RegistryError(Exception):
+    """Base of every error the registry reports to its callers."""
+
+    def __init__(self, message: str):
+        super().__init__(message)
+        self.message = message
+
+
+class InvalidInput(RegistryError):
+    """The input broke one or more rules; nothing was changed."""
+
+    def __init__(self, problems: list[Problem]):
+        super().__init__("; ".join(str(p) for p in problems))
+        self.problems = problems
+
+
+class NotFound(RegistryError):
+    pass
+
+
+class AlreadyExists(RegistryError):
+    pass
+
+
+class PreconditionFailed(RegistryError):
+    """If-Match named a state of the service that is no longer current."""
+
+
+class LimitExceeded(RegistryError):
+    """A configured bound (hosts per service, number of services) would be passed."""
+
+
+def check(problems: list[Problem]) -> None:
+    if problems:
+        raise InvalidInput(problems)

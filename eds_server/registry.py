@@ -1,0 +1,125 @@
+"""The registry's operations: what a write means, applied to a store in one atomic step.
+
+Callers (the HTTP layer, the seed loader, the TTL sweeper) go through here, so
+every change is validated, bounded and logged the same way whoever made it.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from .model import AlreadyExists, LimitExceeded, NotFound, Service, parse_host, parse_service, validate_name
+from .store import Change, Store
+
+log = logging.getLogger("eds_server.registry")
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_hosts_per_service: int = 10_000
+
+
+class Registry:
+    def __init__(self, store: Store, limits: Limits = Limits()):
+        self.store = store
+        self.limits = limits
+
+    def _bounded(self, service: Service) -> Service:
+        if len(service.hosts) > self.limits.max_hosts_per_service:
+            raise LimitExceeded(
+                f"service {service.name!r} would have {len(service.hosts)} hosts; "
+                f"the limit is {self.limits.max_hosts_per_service} (EDS_MAX_HOSTS_PER_SERVICE)"
+            )
+        return service
+
+    def _apply(self, operation: str, name: str, mutate, if_match: str | None, who: str) -> Change:
+        change = self.store.update(name, mutate, if_match=if_match)
+        if change.before is not change.after:
+            log.info(
+                "%s service=%s by=%s hosts=%s->%s version=%s->%s",
+                operation,
+                name,
+                who,
+                len(change.before.hosts) if change.before else "absent",
+                len(change.after.hosts) if change.after else "absent",
+                change.version_before or "none",
+                change.version_after or "none",
+            )
+        return change
+
+    def create(self, name: str, body: Any, who: str = "-") -> Change:
+        service = self._bounded(parse_service(name, body, self.store.clock()))
+
+        def create(current: Service | None) -> Service:
+            if current is not None:
+                raise AlreadyExists(f"service {name!r} already exists; use PUT to replace its hosts")
+            return service
+
+        return self._apply("create", name, create, None, who)
+
+    def replace(self, name: str, body: Any, if_match: str | None = None, who: str = "-") -> Change:
+        service = self._bounded(parse_service(name, body, self.store.clock()))
+        return self._apply("replace", name, lambda current: service, if_match, who)
+
+    def delete(self, name: str, if_match: str | None = None, who: str = "-") -> Change:
+        validate_name(name)
+
+        def delete(current: Service | None) -> None:
+            if current is None:
+                raise NotFound(f"service {name!r} does not exist")
+            return None
+
+        return self._apply("delete", name, delete, if_match, who)
+
+    def upsert_host(self, name: str, body: Any, if_match: str | None = None, who: str = "-") -> tuple[Change, bool]:
+        """Add or refresh one host (a heartbeat); creates the service when absent."""
+        validate_name(name)
+        host = parse_host(body, "body").stamped(self.store.clock())
+        created = False
+
+        def upsert(current: Service | None) -> Service:
+            nonlocal created
+            service, created = (current or Service(name)).with_host(host)
+            return self._bounded(service)
+
+        return self._apply("upsert-host", name, upsert, if_match, who), created
+
+    def patch_host(
+        self, name: str, key: tuple[str, int], patch: Any, if_match: str | None = None, who: str = "-"
+    ) -> Change:
+        validate_name(name)
+        now = self.store.clock()
+        return self._apply(
+            "patch-host",
+            name,
+            lambda current: _existing(name, current).with_patched_host(key, patch, now),
+            if_match,
+            who,
+        )
+
+    def delete_host(self, name: str, key: tuple[str, int], if_match: str | None = None, who: str = "-") -> Change:
+        validate_name(name)
+        return self._apply(
+            "delete-host", name, lambda current: _existing(name, current).without_host(key), if_match, who
+        )
+
+    def expire(self) -> list[Change]:
+        changes = self.store.expire()
+        for change in changes:
+            gone = {h.key for h in change.before.hosts} - {h.key for h in change.after.hosts}
+            log.info(
+                "expire service=%s hosts=%s version=%s->%s",
+                change.name,
+                ",".join(sorted(f"{ip}:{port}" for ip, port in gone)),
+                change.version_before,
+                change.version_after,
+            )
+        return changes
+
+
+def _existing(name: str, current: Service | None) -> Service:
+    if current is None:
+        raise NotFound(f"service {name!r} does not exist")
+    return current

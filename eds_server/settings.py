@@ -1,0 +1,157 @@
+"""One settings object, built from defaults <- YAML file <- environment <- command line.
+
+Nothing below this module reads the environment: `create_app(settings)` and
+the server get everything they need from here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+
+from .store import check_store_url
+
+ENV_PREFIX = "EDS_"
+FALSE_WORDS = ("false", "0", "no", "off", "")
+TRUE_WORDS = ("true", "1", "yes", "on")
+
+
+@dataclass
+class Settings:
+    host: str = "0.0.0.0"
+    port: int = 8080
+    workers: int = 2
+    store: str = "sqlite:///data/registry.db"
+    config: str | None = None
+    log_level: str = "info"
+    log_format: str = "text"  # text or json
+    access_log: bool = True
+    max_body_bytes: int = 1024 * 1024
+    max_hosts_per_service: int = 10_000
+    sweep_interval: float = 0.5
+    response_cache_size: int = 20_000
+    # Seed data from the YAML file: {service name: {"hosts": [...], "policy": {...}}}.
+    services: dict[str, Any] = field(default_factory=dict)
+
+
+# The flags of `python -m eds_server`; every one also reads EDS_<NAME> from the environment.
+CLI_FLAGS = ("host", "port", "workers", "store", "config", "log_level", "log_format")
+
+
+class SettingsError(ValueError):
+    pass
+
+
+def _coerce(name: str, raw: Any, kind: type) -> Any:
+    if kind is bool:
+        if isinstance(raw, bool):
+            return raw
+        word = str(raw).strip().lower()
+        if word in FALSE_WORDS or word in TRUE_WORDS:
+            return word in TRUE_WORDS
+        raise SettingsError(f"setting {name}: {raw!r} is not a boolean (use true/false, 1/0, yes/no)")
+    if kind in (int, float):
+        try:
+            return kind(raw)
+        except (TypeError, ValueError):
+            raise SettingsError(
+                f"setting {name}: {raw!r} is not {'an integer' if kind is int else 'a number'}"
+            ) from None
+    return raw if raw is None or kind is dict else str(raw)
+
+
+def _kinds() -> dict[str, type]:
+    kinds: dict[str, type] = {}
+    for f in dataclasses.fields(Settings):
+        text = str(f.type)
+        kinds[f.name] = next((k for k in (bool, int, float, dict) if text.startswith(k.__name__)), str)
+    return kinds
+
+
+def _apply(settings: Settings, values: Mapping[str, Any], origin: str) -> None:
+    kinds = _kinds()
+    for name, raw in values.items():
+        if name not in kinds:
+            raise SettingsError(f"{origin}: unknown setting {name!r} (known: {', '.join(sorted(kinds))})")
+        setattr(settings, name, _coerce(name, raw, kinds[name]))
+
+
+def _read_yaml(path: str) -> dict[str, Any]:
+    try:
+        with open(path, encoding="utf-8") as handle:
+            data = yaml.safe_load(handle) or {}
+    except OSError as error:
+        raise SettingsError(f"config file {path}: {error.strerror}") from None
+    except yaml.YAMLError as error:
+        raise SettingsError(f"config file {path}: not valid YAML: {error}") from None
+    if not isinstance(data, dict):
+        raise SettingsError(f"config file {path}: must be a mapping of settings (and 'services')")
+    settings = dict(data.get("settings") or {})
+    settings.update({k: v for k, v in data.items() if k != "settings"})
+    return settings
+
+
+def parse_args(argv: Sequence[str] | None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(
+        prog="python -m eds_server",
+        description="REST-JSON Endpoint Discovery Service for Envoy. Every flag can also be set "
+        "with an EDS_<FLAG> environment variable, for example EDS_PORT=9000.",
+    )
+    parser.add_argument("--host", help="address to listen on; '::' listens on IPv6 and IPv4 (default 0.0.0.0)")
+    parser.add_argument("--port", type=int, help="port to listen on (default 8080)")
+    parser.add_argument("--workers", type=int, help="gunicorn worker processes (default 2)")
+    parser.add_argument(
+        "--store", help="sqlite:///PATH (default sqlite:///data/registry.db), redis://HOST:PORT/DB or memory://"
+    )
+    parser.add_argument("--config", help="YAML file with settings and seed services")
+    parser.add_argument("--log-level", dest="log_level", help="debug, info, warning, error")
+    parser.add_argument("--log-format", dest="log_format", choices=("text", "json"))
+    return {k: v for k, v in vars(parser.parse_args(argv)).items() if v is not None}
+
+
+def load_settings(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> Settings:
+    environ = os.environ if environ is None else environ
+    cli = parse_args(argv) if argv is not None else {}
+    env = {
+        name: environ[ENV_PREFIX + name.upper()]
+        for name in _kinds()
+        if name != "services" and ENV_PREFIX + name.upper() in environ
+    }
+    settings = Settings()
+    config_path = cli.get("config") or env.get("config")
+    if config_path:
+        _apply(settings, _read_yaml(config_path), f"config file {config_path}")
+        settings.config = config_path
+    _apply(settings, env, "environment")
+    _apply(settings, cli, "command line")
+    validate(settings)
+    return settings
+
+
+def validate(settings: Settings) -> None:
+    try:
+        check_store_url(settings.store)
+    except ValueError as error:
+        raise SettingsError(str(error)) from None
+    if not 1 <= settings.port <= 65535:
+        raise SettingsError(f"port {settings.port}: must be 1-65535")
+    if settings.workers < 1:
+        raise SettingsError(f"workers {settings.workers}: must be at least 1")
+    if settings.store.startswith("memory:") and settings.workers > 1:
+        raise SettingsError(
+            f"store memory:// keeps the registry inside one process, so {settings.workers} workers would each "
+            "have their own registry and answer Envoy differently: use --workers 1, or a shared store "
+            "(sqlite:///PATH, redis://HOST:PORT/DB)"
+        )
+    if settings.log_format not in ("text", "json"):
+        raise SettingsError(f"log_format {settings.log_format!r}: must be text or json")
+    if settings.max_body_bytes < 128 * 1024:
+        raise SettingsError(
+            f"max_body_bytes {settings.max_body_bytes}: must be at least 131072; Envoy's polls alone are ~77 KB"
+        )

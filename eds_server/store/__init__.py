@@ -1,0 +1,30 @@
+"""Registry stores: one interface (`Store`), several backends chosen by URL."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from urllib.parse import urlsplit
+
+from .base import Change, Store, StoreUnavailable, VersionOf
+from .memory import MemoryStore
+from .sqlite import SqliteStore
+
+__all__ = ["Change", "MemoryStore", "SqliteStore", "Store", "StoreUnavailable", "check_store_url", "open_store"]
+
+
+def check_store_url(url: str) -> str:
+    """The URL's scheme, once it is known to name a store; ValueError says how to write it."""
+    scheme = urlsplit(url).scheme
+    if scheme == "sqlite" and not url.startswith("sqlite:///") or url == "sqlite:///":
+        raise ValueError(f"store URL {url!r}: write sqlite:///relative.db or sqlite:////absolute/path.db")
+    if scheme not in ("sqlite", "memory"):
+        raise ValueError(f"store URL {url!r}: unknown scheme {scheme!r} (use sqlite:///PATH or memory://)")
+    return scheme
+
+
+def open_store(url: str, version_of: VersionOf, clock: Callable[[], float] | None = None) -> Store:
+    """`sqlite:///relative/path.db`, `sqlite:////absolute/path.db` or `memory://`."""
+    options = {} if clock is None else {"clock": clock}
+    if check_store_url(url) == "memory":
+        return MemoryStore(version_of, **options)
+    return SqliteStore(url[len("sqlite:///") :], version_of, **options)

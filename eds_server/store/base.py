@@ -1,0 +1,129 @@
+"""The one interface every registry store implements.
+
+A store keeps each service beside the version of what Envoy receives for it,
+so that a poll costs one key lookup. The version is computed by a function the
+store is given (the xDS layer's), inside the same atomic step as the write, so
+no reader ever sees a service without its matching version.
+
+Backends implement only reads and `_atomically`: an atomic
+read-modify-write of one service. Every registry change is expressed on top
+of it as a pure function of the current service.
+"""
+
+from __future__ import annotations
+
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from ..model import PreconditionFailed, Service
+
+# (service name, service or None when it does not exist) -> version string
+VersionOf = Callable[[str, "Service | None"], str]
+# current service (None when absent) -> new service (None deletes it)
+Mutation = Callable[["Service | None"], "Service | None"]
+
+
+@dataclass(frozen=True)
+class Change:
+    """The outcome of one atomic step on one service."""
+
+    name: str
+    before: Service | None
+    after: Service | None
+    version_before: str | None
+    version_after: str | None
+
+    @property
+    def visible(self) -> bool:
+        """Whether Envoy sees a difference (its version changed)."""
+        return self.version_before != self.version_after
+
+
+class StoreUnavailable(Exception):
+    """The store cannot be reached; nothing was changed."""
+
+
+class Store(ABC):
+    def __init__(self, version_of: VersionOf, clock: Callable[[], float] = time.time):
+        self.version_of = version_of
+        self.clock = clock
+
+    # -- reads -------------------------------------------------------------
+    @abstractmethod
+    def get(self, name: str) -> Service | None: ...
+
+    @abstractmethod
+    def services(self) -> list[Service]:
+        """Every service, ordered by name."""
+
+    @abstractmethod
+    def version(self, name: str) -> str | None:
+        """The stored version of a service, None when it does not exist. The poll path's one read."""
+
+    @abstractmethod
+    def due_for_expiry(self, now: float) -> list[str]:
+        """Names of the services holding a host whose deadline has passed."""
+
+    @abstractmethod
+    def ping(self) -> None:
+        """Raise StoreUnavailable when the store cannot serve."""
+
+    def close(self) -> None:  # noqa: B027  (a store without connections has nothing to release)
+        """Release connections."""
+
+    # -- writes ------------------------------------------------------------
+    @abstractmethod
+    def _atomically(self, name: str, step: Callable[[Service | None], tuple[Service | None, str | None]]) -> Change:
+        """Read `name`, call `step` on it, and write what it returns, as one atomic step.
+
+        `step` returns the new service (None deletes) and its version; when it
+        returns the very object it was given, nothing is written. An exception
+        from `step` aborts the step with nothing written.
+        """
+
+    def update(self, name: str, mutate: Mutation, if_match: str | None = None) -> Change:
+        """Apply `mutate` to the current state of `name` atomically.
+
+        `if_match` is an ETag the caller read earlier (or `*` for "exists"):
+        when the service no longer has it, PreconditionFailed is raised.
+        """
+
+        def step(current: Service | None) -> tuple[Service | None, str | None]:
+            if if_match is not None and not etag_matches(current, if_match):
+                raise PreconditionFailed(
+                    f"service {name!r} changed since you read it (If-Match {if_match}, "
+                    f"current ETag {current.etag if current else 'none: it does not exist'}); read it again and retry"
+                )
+            after = mutate(current)
+            if after is current:
+                return current, None
+            return after, (None if after is None else self.version_of(name, after))
+
+        return self._atomically(name, step)
+
+    def expire(self, now: float | None = None) -> list[Change]:
+        """Remove every host whose ttl ran out; one atomic step per service.
+
+        The removal is re-checked inside each step, so when several workers or
+        replicas sweep at once, each expiry is applied exactly once.
+        """
+        now = self.clock() if now is None else now
+
+        def drop_expired(current: Service | None) -> Service | None:
+            if current is None or current.next_expiry is None or current.next_expiry > now:
+                return current
+            return current.without_expired(now)
+
+        changes = [self.update(name, drop_expired) for name in self.due_for_expiry(now)]
+        return [c for c in changes if c.before is not c.after]
+
+
+def etag_matches(current: Service | None, if_match: str) -> bool:
+    if current is None:
+        return False
+    if if_match.strip() == "*":
+        return True
+    tags = [t.strip().removeprefix("W/").strip('"') for t in if_match.split(",")]
+    return current.etag in tags

@@ -1,0 +1,143 @@
+"""REST discovery: one DiscoveryRequest in, one answer out (SPEC section 5).
+
+An up-to-date poll costs one version read per requested name and no
+rendering; a changed one is rendered once per (API, names, version) and
+served from memory after that.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+import orjson
+
+from ..model import InvalidInput, Problem, validate_name
+from ..store import Store
+from .render import TYPE_URLS, assignment, combined_version, discovery_response, version_of
+
+# The fields of envoy.service.discovery.v3.DiscoveryRequest (v2 has the same JSON names).
+REQUEST_FIELDS = frozenset(
+    ("version_info", "node", "resource_names", "resource_locators", "type_url", "response_nonce", "error_detail")
+)
+MAX_RESOURCE_NAMES = 64
+
+
+@dataclass(frozen=True)
+class DiscoveryRequest:
+    api: str
+    names: tuple[str, ...]
+    version_info: str | None
+    node_id: str
+    node_cluster: str
+    envoy_version: str
+
+
+@dataclass(frozen=True)
+class Answer:
+    status: int  # 200 or 304
+    body: bytes
+    version: str
+
+
+def _envoy_version(node: dict[str, Any]) -> str:
+    build = node.get("user_agent_build_version")
+    version = build.get("version") if isinstance(build, dict) else None
+    if isinstance(version, dict):
+        return ".".join(str(version.get(k, 0)) for k in ("major_number", "minor_number", "patch"))
+    return str(node.get("build_version", ""))
+
+
+def parse_request(api: str, body: bytes) -> DiscoveryRequest:
+    """Read only what an answer needs; anything a DiscoveryRequest cannot be is InvalidInput."""
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError as error:
+        raise InvalidInput([Problem("body", f"<{len(body)} bytes>", f"is not JSON: {error}")]) from None
+    if not isinstance(data, dict):
+        raise InvalidInput([Problem("body", type(data).__name__, "must be a JSON object (a DiscoveryRequest)")])
+    problems: list[Problem] = []
+    unknown = sorted(set(data) - REQUEST_FIELDS)
+    if unknown:
+        problems.append(Problem(unknown[0], "...", "is not a field of DiscoveryRequest"))
+    type_url = data.get("type_url", TYPE_URLS[api])
+    if type_url != TYPE_URLS[api]:
+        problems.append(Problem("type_url", type_url, f"must be {TYPE_URLS[api]} on the {api} endpoint"))
+    version_info = data.get("version_info")
+    if version_info is not None and not isinstance(version_info, str):
+        problems.append(Problem("version_info", version_info, "must be a string"))
+    names = data.get("resource_names")
+    if not isinstance(names, list) or not names or len(names) > MAX_RESOURCE_NAMES:
+        problems.append(
+            Problem("resource_names", names, f"must list 1-{MAX_RESOURCE_NAMES} service names (EDS has no wildcard)")
+        )
+        names = []
+    for index, name in enumerate(names):
+        try:
+            validate_name(name)
+        except InvalidInput:
+            problems.append(Problem(f"resource_names[{index}]", name, "must be 1-128 characters of A-Z a-z 0-9 . _ -"))
+    node = data.get("node") or {}
+    if not isinstance(node, dict):
+        problems.append(Problem("node", type(node).__name__, "must be a JSON object"))
+        node = {}
+    node_id, cluster = node.get("id", ""), node.get("cluster", "")
+    if not isinstance(node_id, str) or not isinstance(cluster, str):
+        problems.append(Problem("node", {"id": node_id, "cluster": cluster}, "id and cluster must be strings"))
+    if problems:
+        raise InvalidInput(problems)
+    return DiscoveryRequest(
+        api=api,
+        names=tuple(dict.fromkeys(names)),
+        version_info=version_info or None,
+        node_id=node_id,
+        node_cluster=cluster,
+        envoy_version=_envoy_version(node),
+    )
+
+
+@lru_cache(maxsize=4096)
+def empty_version(name: str) -> str:
+    return version_of(name, None)
+
+
+class Discovery:
+    """Answers polls for one worker, keeping the rendered bytes of recent versions."""
+
+    def __init__(self, store: Store, cache_size: int = 20000):
+        self.store = store
+        self.cache_size = cache_size
+        self._cache: OrderedDict[tuple[str, tuple[str, ...], str], bytes] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def current_version(self, names: tuple[str, ...]) -> str:
+        return combined_version(self.store.version(n) or empty_version(n) for n in names)
+
+    def answer(self, request: DiscoveryRequest) -> Answer:
+        version = self.current_version(request.names)
+        # Never 304 a poll without version_info: Envoy holds nothing yet.
+        if request.version_info is not None and request.version_info == version:
+            return Answer(304, b"", version)
+        key = (request.api, request.names, version)
+        with self._lock:
+            body = self._cache.get(key)
+            if body is not None:
+                self._cache.move_to_end(key)
+                return Answer(200, body, version)
+        return self._render(request)
+
+    def _render(self, request: DiscoveryRequest) -> Answer:
+        services = [(name, self.store.get(name)) for name in request.names]
+        # The version is taken from the services actually read, not the one
+        # compared above, so the cached bytes always match their key even
+        # when a write lands in between.
+        version = combined_version(version_of(name, service) for name, service in services)
+        body = discovery_response(request.api, [assignment(name, service) for name, service in services], version)
+        with self._lock:
+            self._cache[(request.api, request.names, version)] = body
+            while len(self._cache) > self.cache_size:
+                self._cache.popitem(last=False)
+        return Answer(200, body, version)

@@ -1,0 +1,95 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from eds_server import Settings, create_app
+from eds_server.store import open_store
+from eds_server.xds import version_of
+
+from .processes import EdsServer, stop_all
+
+# Copies of shared/fixtures (requests captured from Envoy 1.40) and of the classic tutorial.
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _stop_every_process():
+    yield
+    stop_all()
+
+
+class Clock:
+    """A clock the test moves by hand, for TTLs without sleeping."""
+
+    def __init__(self, now: float = 1_000_000.0):
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture(params=["memory", "sqlite"])
+def store(request, tmp_path, clock):
+    url = "memory://" if request.param == "memory" else f"sqlite:///{tmp_path}/registry.db"
+    store = open_store(url, version_of, clock=clock)
+    yield store
+    store.close()
+
+
+@pytest.fixture
+def app(tmp_path, clock):
+    store = open_store(f"sqlite:///{tmp_path}/registry.db", version_of, clock=clock)
+    app = create_app(Settings(store="unused://"), store=store)
+    yield app
+    store.close()
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+@pytest.fixture
+def eds_server(tmp_path):
+    """A factory of real eds-server processes, all stopped at the end of the test."""
+    servers: list[EdsServer] = []
+
+    def make(**options) -> EdsServer:
+        options.setdefault("store", f"sqlite:///{tmp_path}/registry.db")
+        server = EdsServer(tmp=tmp_path, **options).start()
+        servers.append(server)
+        return server
+
+    yield make
+    for server in servers:
+        server.stop()
+
+
+def load_fixture(name: str) -> dict:
+    return json.loads((FIXTURES / name).read_text())
+
+
+@pytest.fixture
+def envoy_poll() -> dict:
+    """The poll Envoy 1.40 sent, headers and body exactly as captured."""
+    return load_fixture("envoy-1.40-eds-poll-request.json")
+
+
+@pytest.fixture
+def envoy_first_poll() -> dict:
+    return load_fixture("envoy-1.40-eds-first-request.json")
+
+
+def tutorial_text() -> str:
+    return (FIXTURES / "classic-tutorial.md").read_text()

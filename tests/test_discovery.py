@@ -1,0 +1,253 @@
+"""Discovery answers, parsed with Envoy's own protos and compared with hand-written expectations (SPEC 5)."""
+
+import json
+
+import pytest
+from envoy.api.v2 import discovery_pb2 as discovery_v2
+from envoy.api.v2 import eds_pb2 as eds_v2  # noqa: F401  (registers the v2 ClusterLoadAssignment)
+from envoy.config.endpoint.v3 import endpoint_pb2
+from envoy.service.discovery.v3 import discovery_pb2
+from google.protobuf import json_format
+
+V3_TYPE = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment"
+V2_TYPE = "type.googleapis.com/envoy.api.v2.ClusterLoadAssignment"
+
+
+def poll(client, names=("web",), version=None, api="v3", **extra):
+    body = {
+        "node": {"id": "node-1", "cluster": "edge"},
+        "resource_names": list(names),
+        "type_url": V3_TYPE if api == "v3" else V2_TYPE,
+        **extra,
+    }
+    if version is not None:
+        body["version_info"] = version
+    return client.post(f"/{api}/discovery:endpoints", data=json.dumps(body), content_type="application/json")
+
+
+def parse_v3(response):
+    """The answer as Envoy reads it: a DiscoveryResponse whose Any resources unpack into assignments."""
+    message = json_format.Parse(response.data, discovery_pb2.DiscoveryResponse())
+    assignments = []
+    for resource in message.resources:
+        assignment = endpoint_pb2.ClusterLoadAssignment()
+        assert resource.Unpack(assignment), resource.type_url
+        assignments.append(assignment)
+    return message, assignments
+
+
+def expected(data):
+    return json_format.ParseDict(data, endpoint_pb2.ClusterLoadAssignment())
+
+
+def test_assignment_maps_tags_locality_weight_health_priority_and_canary(client):
+    client.put(
+        "/edsservice/web",
+        json={
+            "hosts": [
+                {"ip_address": "10.0.0.2", "port": 8002, "priority": 1, "health_status": "DRAINING"},
+                {
+                    "ip_address": "10.0.0.1",
+                    "port": 8001,
+                    "hostname": "web-1",
+                    "metadata": {"version": "v2"},
+                    "tags": {
+                        "region": "us-central1",
+                        "az": "us-central1-a",
+                        "sub_zone": "rack7",
+                        "canary": True,
+                        "load_balancing_weight": 50,
+                    },
+                },
+                {
+                    "ip_address": "[::1]",
+                    "port": 8003,
+                    "tags": {
+                        "region": "us-central1",
+                        "az": "us-central1-a",
+                        "sub_zone": "rack7",
+                        "load_balancing_weight": 3,
+                    },
+                },
+            ],
+            "policy": {"overprovisioning_factor": 200, "endpoint_stale_after": 1.5},
+        },
+    )
+    response = poll(client)
+    assert response.status_code == 200
+    message, [assignment] = parse_v3(response)
+    assert message.type_url == V3_TYPE
+    assert message.version_info and message.nonce
+    assert assignment == expected(
+        {
+            "cluster_name": "web",
+            "endpoints": [
+                {
+                    "locality": {"region": "us-central1", "zone": "us-central1-a", "sub_zone": "rack7"},
+                    "lb_endpoints": [
+                        {
+                            "endpoint": {
+                                "address": {"socket_address": {"address": "10.0.0.1", "port_value": 8001}},
+                                "hostname": "web-1",
+                            },
+                            "health_status": "HEALTHY",
+                            "load_balancing_weight": 50,
+                            "metadata": {"filter_metadata": {"envoy.lb": {"canary": True, "version": "v2"}}},
+                        },
+                        {
+                            "endpoint": {"address": {"socket_address": {"address": "::1", "port_value": 8003}}},
+                            "health_status": "HEALTHY",
+                            "load_balancing_weight": 3,
+                        },
+                    ],
+                },
+                {
+                    "lb_endpoints": [
+                        {
+                            "endpoint": {"address": {"socket_address": {"address": "10.0.0.2", "port_value": 8002}}},
+                            "health_status": "DRAINING",
+                            "load_balancing_weight": 1,
+                        }
+                    ],
+                    "priority": 1,
+                },
+            ],
+            "policy": {"overprovisioning_factor": 200, "endpoint_stale_after": "1.5s"},
+        }
+    )
+
+
+@pytest.mark.parametrize("setup", ["never registered", "emptied", "deleted"])
+def test_no_endpoints_is_one_empty_assignment_never_an_empty_list(client, setup):
+    if setup != "never registered":
+        client.put("/edsservice/web", json={"hosts": [{"ip_address": "10.0.0.1", "port": 80}]})
+        if setup == "emptied":
+            client.put("/edsservice/web", json={"hosts": []})
+        else:
+            client.delete("/edsservice/web")
+    response = poll(client)
+    assert response.status_code == 200
+    _, assignments = parse_v3(response)
+    assert assignments == [expected({"cluster_name": "web"})]
+
+
+def test_one_assignment_per_requested_name(client):
+    client.put("/edsservice/a", json={"hosts": [{"ip_address": "10.0.0.1", "port": 80}]})
+    _, assignments = parse_v3(poll(client, names=("a", "b")))
+    assert [a.cluster_name for a in assignments] == ["a", "b"]
+    assert [len(a.endpoints) for a in assignments] == [1, 0]
+
+
+def test_304_only_when_the_request_holds_the_current_version(client):
+    client.put("/edsservice/web", json={"hosts": [{"ip_address": "10.0.0.1", "port": 80}]})
+    first = poll(client)
+    version = first.get_json()["version_info"]
+    held = poll(client, version=version)
+    assert held.status_code == 304 and held.data == b""
+    assert poll(client, version="something-older").status_code == 200
+    assert poll(client).status_code == 200  # no version_info: never 304
+
+
+def test_version_is_stable_and_changes_only_with_what_envoy_sees(client):
+    hosts = [{"ip_address": "10.0.0.1", "port": 80}, {"ip_address": "10.0.0.2", "port": 80}]
+    client.put("/edsservice/web", json={"hosts": hosts})
+    version = poll(client).get_json()["version_info"]
+    client.put("/edsservice/web", json={"hosts": list(reversed(hosts))})
+    client.put("/edsservice/other", json={"hosts": hosts})
+    client.post("/edsservice/web/hosts", json=hosts[0])
+    assert poll(client, version=version).status_code == 304
+    client.patch("/edsservice/web/hosts/10.0.0.1:80", json={"health_status": "DRAINING"})
+    changed = poll(client, version=version)
+    assert changed.status_code == 200 and changed.get_json()["version_info"] != version
+
+
+def test_v2_answers_with_v2_type_urls(client):
+    client.put(
+        "/edsservice/web",
+        json={"hosts": [{"ip_address": "10.0.0.1", "port": 80, "tags": {"az": "z", "load_balancing_weight": 2}}]},
+    )
+    response = poll(client, api="v2")
+    assert response.status_code == 200
+    message = json_format.Parse(response.data, discovery_v2.DiscoveryResponse())
+    assert message.type_url == V2_TYPE
+    assignment = eds_v2.ClusterLoadAssignment()
+    assert message.resources[0].Unpack(assignment)
+    assert assignment.cluster_name == "web"
+    endpoint = assignment.endpoints[0]
+    assert endpoint.locality.zone == "z"
+    assert endpoint.lb_endpoints[0].load_balancing_weight.value == 2
+    assert endpoint.lb_endpoints[0].endpoint.address.socket_address.address == "10.0.0.1"
+
+
+def test_v1_registration(client):
+    client.put(
+        "/edsservice/web",
+        json={
+            "hosts": [
+                {
+                    "ip_address": "10.0.0.1",
+                    "port": 8001,
+                    "tags": {"az": "us-central1-a", "canary": False, "load_balancing_weight": 50},
+                }
+            ]
+        },
+    )
+    assert client.get("/v1/registration/web").get_json() == {
+        "hosts": [
+            {
+                "ip_address": "10.0.0.1",
+                "port": 8001,
+                "tags": {"az": "us-central1-a", "canary": False, "load_balancing_weight": 50},
+            }
+        ]
+    }
+    assert client.get("/v1/registration/none").get_json() == {"hosts": []}
+
+
+@pytest.mark.parametrize(
+    "body, field",
+    [
+        (b"not json", "body"),
+        (b"[]", "body"),
+        (b'{"resource_names": "web"}', "resource_names"),
+        (b'{"resource_names": []}', "resource_names"),
+        (b'{"resource_names": ["bad name"]}', "resource_names[0]"),
+        (
+            b'{"resource_names": ["web"], "type_url": "type.googleapis.com/envoy.api.v2.ClusterLoadAssignment"}',
+            "type_url",
+        ),
+        (b'{"resource_names": ["web"], "version_info": 3}', "version_info"),
+        (b'{"resource_names": ["web"], "node": "me"}', "node"),
+        (b'{"resource_names": ["web"], "bogus": 1}', "bogus"),
+    ],
+)
+def test_malformed_requests_are_4xx_json(client, body, field):
+    response = client.post("/v3/discovery:endpoints", data=body, content_type="application/json")
+    assert response.status_code == 400
+    assert field in {p["field"] for p in response.get_json()["errors"]}
+
+
+def test_captured_envoy_polls_replayed(client, envoy_first_poll, envoy_poll):
+    """First poll 200; the same poll with the returned version 304; after a write 200 with a new version."""
+
+    def replay(capture, version=None):
+        body = dict(capture["body"])
+        if version is None:
+            body.pop("version_info", None)
+        else:
+            body["version_info"] = version
+        headers = {k: v for k, v in capture["headers"].items() if k not in ("host", "content-length")}
+        return client.open(capture["path"], method=capture["method"], data=json.dumps(body), headers=headers)
+
+    client.put("/edsservice/myservice", json={"hosts": [{"ip_address": "127.0.0.1", "port": 8001}]})
+    first = replay(envoy_first_poll)
+    assert first.status_code == 200
+    version = first.get_json()["version_info"]
+    assert replay(envoy_poll, version).status_code == 304
+    assert replay(envoy_poll, envoy_poll["body"]["version_info"]).status_code == 200
+    client.post("/edsservice/myservice/hosts", json={"ip_address": "127.0.0.1", "port": 8002})
+    after = replay(envoy_poll, version)
+    assert after.status_code == 200
+    _, [assignment] = parse_v3(after)
+    assert after.get_json()["version_info"] != version
+    assert len(assignment.endpoints[0].lb_endpoints) == 2

@@ -1,0 +1,51 @@
+"""Settings: defaults <- YAML file <- environment <- command line."""
+
+import pytest
+
+from eds_server.settings import SettingsError, load_settings
+
+
+def test_defaults():
+    settings = load_settings([], environ={})
+    assert (settings.host, settings.port, settings.store) == ("0.0.0.0", 8080, "sqlite:///data/registry.db")
+
+
+def test_precedence(tmp_path):
+    config = tmp_path / "eds.yaml"
+    config.write_text("port: 7000\nworkers: 4\nlog_level: debug\naccess_log: true\n")
+    environ = {"EDS_PORT": "7100", "EDS_CONFIG": str(config), "EDS_ACCESS_LOG": "no"}
+    settings = load_settings(["--port", "7200"], environ=environ)
+    assert settings.port == 7200 and settings.workers == 4 and settings.log_level == "debug"
+    assert settings.access_log is False
+    assert load_settings([], environ=environ).port == 7100
+
+
+@pytest.mark.parametrize(
+    "word, value",
+    [("false", False), ("0", False), ("no", False), ("FALSE", False), ("true", True), ("1", True), ("yes", True)],
+)
+def test_booleans_from_the_environment(word, value):
+    assert load_settings([], environ={"EDS_ACCESS_LOG": word}).access_log is value
+
+
+@pytest.mark.parametrize(
+    "environ, message",
+    [
+        ({"EDS_PORT": "eighty"}, "not an integer"),
+        ({"EDS_PORT": "0"}, "1-65535"),
+        ({"EDS_ACCESS_LOG": "maybe"}, "not a boolean"),
+        ({"EDS_STORE": "memory://", "EDS_WORKERS": "2"}, "--workers 1"),
+        ({"EDS_STORE": "ftp://x"}, "unknown scheme"),
+        ({"EDS_CONFIG": "/nonexistent.yaml"}, "No such file"),
+    ],
+)
+def test_bad_settings_say_what_is_wrong(environ, message):
+    with pytest.raises(SettingsError, match=message):
+        load_settings([], environ=environ)
+
+
+def test_unknown_key_in_the_config_file(tmp_path):
+    config = tmp_path / "eds.yaml"
+    config.write_text("prot: 7000\n")
+    with pytest.raises(SettingsError, match="unknown setting 'prot'"):
+        load_settings(["--config", str(config)], environ={})

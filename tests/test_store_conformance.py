@@ -1,0 +1,121 @@
+"""The contract every store backend keeps; the `store` fixture runs it against each of them."""
+
+import threading
+
+import pytest
+
+from eds_server.model import Host, NotFound, PreconditionFailed, Service, parse_host
+from eds_server.xds import version_of
+
+
+def host(ip, port=80, **fields):
+    return parse_host({"ip_address": ip, "port": port, **fields})
+
+
+def put(store, name, *hosts):
+    service = Service(name, tuple(h.stamped(store.clock()) for h in hosts))
+    return store.update(name, lambda current: service)
+
+
+def test_absent_service_reads_as_none(store):
+    assert store.get("nothing") is None
+    assert store.version("nothing") is None
+    assert store.services() == []
+
+
+def test_write_then_read_back(store):
+    change = put(store, "svc", host("10.0.0.1"), host("::1", 8002))
+    assert change.before is None and change.after is not None
+    stored = store.get("svc")
+    assert stored == change.after
+    assert [h.endpoint for h in stored.hosts] == ["10.0.0.1:80", "[::1]:8002"]
+    assert store.version("svc") == version_of("svc", stored) == change.version_after
+
+
+def test_services_are_listed_by_name(store):
+    for name in ("b", "a", "c"):
+        put(store, name, host("10.0.0.1"))
+    assert [s.name for s in store.services()] == ["a", "b", "c"]
+
+
+def test_version_is_a_pure_function_of_what_envoy_gets(store):
+    first = put(store, "svc", host("10.0.0.1"), host("10.0.0.2")).version_after
+    same_hosts_other_order = put(store, "svc", host("10.0.0.2"), host("10.0.0.1")).version_after
+    assert same_hosts_other_order == first
+    put(store, "other", host("10.9.9.9"))
+    assert store.version("svc") == first
+    changed = put(store, "svc", host("10.0.0.1"), host("10.0.0.2", tags={"load_balancing_weight": 2})).version_after
+    assert changed != first
+
+
+def test_delete_removes_the_service(store):
+    put(store, "svc", host("10.0.0.1"))
+    change = store.update("svc", lambda current: None)
+    assert change.after is None and change.visible
+    assert store.get("svc") is None and store.version("svc") is None
+
+
+def test_an_exception_in_the_mutation_writes_nothing(store):
+    put(store, "svc", host("10.0.0.1"))
+    before = store.version("svc")
+
+    def fail(current):
+        raise NotFound("nope")
+
+    with pytest.raises(NotFound):
+        store.update("svc", fail)
+    assert store.version("svc") == before
+
+
+def test_if_match(store):
+    put(store, "svc", host("10.0.0.1"))
+    etag = store.get("svc").etag
+    store.update("svc", lambda s: s.with_host(host("10.0.0.2"))[0], if_match=f'"{etag}"')
+    with pytest.raises(PreconditionFailed):
+        store.update("svc", lambda s: s.with_host(host("10.0.0.3"))[0], if_match=f'"{etag}"')
+    assert len(store.get("svc").hosts) == 2
+    with pytest.raises(PreconditionFailed):
+        store.update("absent", lambda s: Service("absent"), if_match="*")
+    store.update("svc", lambda s: s, if_match="*")
+
+
+def test_expiry_removes_only_hosts_past_their_ttl(store, clock):
+    put(store, "svc", host("10.0.0.1", ttl=5), host("10.0.0.2"))
+    version = store.version("svc")
+    clock.advance(4.9)
+    assert store.expire() == []
+    clock.advance(0.2)
+    changes = store.expire()
+    assert [c.name for c in changes] == ["svc"] and changes[0].visible
+    assert [h.ip_address for h in store.get("svc").hosts] == ["10.0.0.2"]
+    assert store.version("svc") != version
+    assert store.expire() == []
+
+
+def test_a_heartbeat_moves_the_deadline_and_keeps_the_version(store, clock):
+    put(store, "svc", host("10.0.0.1", ttl=5))
+    version = store.version("svc")
+    clock.advance(4)
+    refreshed = host("10.0.0.1", ttl=5).stamped(clock())
+    store.update("svc", lambda s: s.with_host(refreshed)[0])
+    assert store.version("svc") == version
+    clock.advance(4)
+    assert store.expire() == []
+    clock.advance(2)
+    assert len(store.expire()) == 1
+
+
+def test_concurrent_updates_lose_nothing(store):
+    put(store, "svc")
+
+    def add(thread):
+        for i in range(25):
+            new = Host(f"10.{thread}.0.{i}", 80)
+            store.update("svc", lambda s, new=new: s.with_host(new)[0])
+
+    threads = [threading.Thread(target=add, args=(t,)) for t in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(store.get("svc").hosts) == 200
