@@ -1,0 +1,41 @@
+"""End-to-end fixtures: a real eds-server, a real Envoy polling it, real upstreams."""
+
+from __future__ import annotations
+
+import pytest
+
+from ..envoy import Envoy, Upstream, start_envoy
+
+
+@pytest.fixture
+def upstreams(tmp_path):
+    """A factory of named upstream processes, all stopped at the end of the test."""
+    started: list[Upstream] = []
+
+    def make(name: str) -> Upstream:
+        upstream = Upstream(name, tmp_path).start()
+        started.append(upstream)
+        return upstream
+
+    yield make
+    for upstream in started:
+        upstream.stop()
+
+
+@pytest.fixture
+def envoy_for(tmp_path):
+    """A factory of Envoys polling the given eds-servers; each must end with update_rejected at 0."""
+    started: list[Envoy] = []
+
+    def make(*servers, **api_config) -> Envoy:
+        envoy = start_envoy(tmp_path, [s.port for s in servers], **api_config)
+        started.append(envoy)
+        return envoy
+
+    yield make
+    try:
+        for envoy in started:
+            assert envoy.stat("update_rejected") == 0, "Envoy rejected an update from eds-server"
+    finally:
+        for envoy in started:
+            envoy.stop()
