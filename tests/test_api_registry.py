@@ -219,3 +219,32 @@ def test_if_match(seeded):
     assert stale.status_code == 412
     assert "changed since you read it" in stale.get_json()["message"]
     assert seeded.get("/edsservice/myservice").get_json()["hosts"] == []
+
+
+def test_expires_in_counts_down_the_ttl_and_is_read_only(client, clock):
+    client.post("/edsservice/svc/hosts", json={"ip_address": "10.0.0.1", "port": 8001, "ttl": 30})
+    client.post("/edsservice/svc/hosts", json={"ip_address": "10.0.0.2", "port": 8002})
+    clock.advance(12.5)
+    read = client.get("/edsservice/svc")
+    hosts = read.get_json()["hosts"]
+    assert hosts[0]["ttl"] == 30 and hosts[0]["expires_in"] == 17.5
+    assert "expires_in" not in hosts[1]
+    assert registry_state(client)[0]["hosts"] == hosts
+
+    # What was read can be sent back as it is: expires_in is ignored, the deadline restarts from the ttl,
+    # and neither the ETag nor the version changes (the deadline is not part of what Envoy gets).
+    written = client.put("/edsservice/svc", json={"hosts": hosts})
+    assert written.status_code == 200
+    assert written.get_json()["hosts"][0]["expires_in"] == 30
+    assert written.headers["ETag"] == read.headers["ETag"]
+    assert written.get_json()["version"] == read.get_json()["version"]
+
+    heartbeat = client.post(
+        "/edsservice/svc/hosts", json={"ip_address": "10.0.0.1", "port": 8001, "ttl": 30, "expires_in": 9999}
+    )
+    assert heartbeat.status_code == 200 and heartbeat.get_json()["hosts"][0]["expires_in"] == 30
+    patched = client.patch("/edsservice/svc/hosts/10.0.0.1:8001", json={"expires_in": 1})
+    assert patched.status_code == 200 and patched.get_json()["hosts"][0]["expires_in"] == 30
+
+    clock.advance(31)  # past the deadline, before a sweep removes the host
+    assert client.get("/edsservice/svc").get_json()["hosts"][0]["expires_in"] == 0

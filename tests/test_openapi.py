@@ -22,6 +22,7 @@ def test_swagger_json_is_valid_openapi(client):
     for name in ("Host", "Tags", "ServiceInput", "Service", "Error", "DiscoveryRequest"):
         assert name in spec["definitions"], name
     assert spec["definitions"]["Host"]["properties"]["port"]["example"] == 8001
+    assert spec["definitions"]["Host"]["properties"]["expires_in"]["readOnly"] is True
 
 
 def test_swagger_ui_is_at_the_root(client):

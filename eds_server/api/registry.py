@@ -41,6 +41,12 @@ host_model = ns.model(
         "ttl": fields.Float(
             min=0, example=30, description="seconds; the host leaves discovery unless refreshed within it"
         ),
+        "expires_in": fields.Float(
+            readonly=True,
+            example=27.5,
+            description="seconds left before the ttl runs out (hosts with a ttl only); "
+            "read-only: ignored in a request body",
+        ),
     },
 )
 policy_model = ns.model(
@@ -78,7 +84,7 @@ IF_MATCH_DOC = {"If-Match": {"description": "ETag read earlier; 412 when the ser
 
 
 def service_body(service: Service) -> dict:
-    body = service.to_dict()
+    body = service.to_view(registry().store.clock())
     body["version"] = registry().store.version(service.name)
     return body
 

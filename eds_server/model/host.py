@@ -30,7 +30,9 @@ RESERVED_METADATA_KEYS = ("canary",)
 HOSTNAME_PATTERN = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?$")
 
 HOST_FIELDS = ("ip_address", "port", "tags", "health_status", "priority", "hostname", "metadata", "ttl")
-READ_ONLY_HOST_FIELDS = ("expires_at",)
+# Fields the server reports but never takes from a request: accepted in a body
+# (so a host read from the API can be sent back as it is) and ignored.
+READ_ONLY_HOST_FIELDS = ("expires_at", "expires_in")
 TAG_FIELDS = ("az", "region", "sub_zone", "canary", "load_balancing_weight")
 
 
@@ -93,6 +95,13 @@ class Host:
         if self.ttl is not None:
             out["ttl"] = int(self.ttl) if float(self.ttl).is_integer() else self.ttl
         return out
+
+    def to_view(self, now: float) -> dict[str, Any]:
+        """The representation as the API answers it at `now`: with the seconds left before the ttl runs out."""
+        view = self.to_dict()
+        if self.expires_at is not None:
+            view["expires_in"] = round(max(0.0, self.expires_at - now), 1)
+        return view
 
     def to_record(self) -> dict[str, Any]:
         """What a store keeps: the representation plus the run-time deadline."""

@@ -10,7 +10,7 @@ import hashlib
 import json
 import re
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -87,16 +87,23 @@ class Service:
     hosts: tuple[Host, ...] = ()
     policy: Policy | None = field(default=None)
 
-    def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"name": self.name, "hosts": [h.to_dict() for h in self.hosts]}
+    def _as(self, host_form: Callable[[Host], dict[str, Any]]) -> dict[str, Any]:
+        out: dict[str, Any] = {"name": self.name, "hosts": [host_form(h) for h in self.hosts]}
         if self.policy is not None:
             out["policy"] = self.policy.to_dict()
         return out
 
+    def to_dict(self) -> dict[str, Any]:
+        """The API representation, what `parse_service` reads back (and the ETag is computed from)."""
+        return self._as(Host.to_dict)
+
+    def to_view(self, now: float) -> dict[str, Any]:
+        """What the API answers at `now`: each host with its `expires_in`."""
+        return self._as(lambda host: host.to_view(now))
+
     def to_record(self) -> dict[str, Any]:
-        out = self.to_dict()
-        out["hosts"] = [h.to_record() for h in self.hosts]
-        return out
+        """What a store keeps: each host with its deadline."""
+        return self._as(Host.to_record)
 
     @classmethod
     def from_record(cls, record: Mapping[str, Any]) -> Service:
