@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from flask import Flask
 from flask_restx import Api
 
-from .api import discovery, ops, registry
+from .api import console, discovery, ops, registry
 from .api.common import register_error_handlers
 from .registry import Limits, Registry
 from .settings import Settings
@@ -45,11 +45,13 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
         version="1.0",
         title="eds-server",
         description="REST-JSON Endpoint Discovery Service for Envoy: register upstream hosts per service; "
-        "Envoy polls POST /v3/discovery:endpoints.",
+        "Envoy polls POST /v3/discovery:endpoints. "
+        "The [operator console](ui/) shows the services, their hosts and the Envoys polling them.",
         doc="/",
     )
     register_error_handlers(app, api)
     api.add_namespace(registry.ns)
     api.add_namespace(discovery.ns)
     api.add_namespace(ops.ns)
+    app.register_blueprint(console.bp)
     return app

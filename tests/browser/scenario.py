@@ -1,0 +1,74 @@
+"""Registry contents and Envoy-shaped polls against a real server, for the console's tests and screenshot.
+
+Polls are the captured Envoy 1.40 request (tests/fixtures) with the node id,
+service and version_info changed: what the server sees is what a real Envoy
+sends. They carry no `x-envoy-expected-rq-timeout-ms`, so a server that holds
+polls (long-poll) answers them at once.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import requests
+
+CAPTURED_POLL = json.loads((Path(__file__).parent.parent / "fixtures" / "envoy-1.40-eds-poll-request.json").read_text())
+
+
+def put_service(url: str, name: str, hosts: list[dict]) -> dict:
+    response = requests.put(f"{url}/edsservice/{name}", json={"hosts": hosts}, timeout=5)
+    response.raise_for_status()
+    return response.json()
+
+
+def ask(url: str, name: str, node_id: str, version_info: str | None = None, cluster: str = "edge") -> requests.Response:
+    """One Envoy poll for `name` as Envoy 1.40 sends it."""
+    body = copy.deepcopy(CAPTURED_POLL["body"])
+    body["node"]["id"], body["node"]["cluster"] = node_id, cluster
+    body["resource_names"] = [name]
+    if version_info is None:
+        body.pop("version_info", None)
+    else:
+        body["version_info"] = version_info
+    response = requests.post(
+        f"{url}/v3/discovery:endpoints", data=json.dumps(body), headers={"content-type": "application/json"}, timeout=5
+    )
+    response.raise_for_status()
+    return response
+
+
+def poll(url: str, name: str, node_id: str, version_info: str | None = None, cluster: str = "edge") -> str | None:
+    """The version a poll was sent, None for a 304."""
+    response = ask(url, name, node_id, version_info, cluster)
+    return None if response.status_code == 304 else response.json()["version_info"]
+
+
+def follow(url: str, name: str, node_id: str, cluster: str = "edge") -> str:
+    """An Envoy that accepts what it is sent: polls until it is told it holds the current version."""
+    held = poll(url, name, node_id, cluster=cluster)
+    while (sent := poll(url, name, node_id, held, cluster=cluster)) is not None:
+        held = sent
+    return held
+
+
+def stick(url: str, name: str, node_id: str, old_version: str, polls: int = 6, cluster: str = "edge") -> None:
+    """An Envoy that rejects every update: it is sent the current version and keeps asking with `old_version`.
+
+    `old_version` must be a version of `name` from before its last change.
+    """
+    for _ in range(polls):
+        sent = poll(url, name, node_id, old_version, cluster=cluster)
+        assert sent is not None and sent != old_version, "old_version must be older than the current version"
+
+
+def health_by_endpoint(answer: dict) -> dict[str, str]:
+    """`ip:port` -> health_status of every endpoint in a DiscoveryResponse."""
+    health = {}
+    for resource in answer["resources"]:
+        for locality in resource.get("endpoints", []):
+            for lb_endpoint in locality.get("lb_endpoints", []):
+                address = lb_endpoint["endpoint"]["address"]["socket_address"]
+                health[f"{address['address']}:{address['port_value']}"] = lb_endpoint["health_status"]
+    return health

@@ -1,0 +1,263 @@
+"""The console at /ui/, in a real chromium, against a real server: what an operator sees and does."""
+
+from __future__ import annotations
+
+import re
+
+import requests
+from playwright.sync_api import expect
+
+from .scenario import ask, follow, health_by_endpoint, poll, put_service, stick
+
+WEB_HOSTS = [
+    {
+        "ip_address": "10.0.0.5",
+        "port": 8001,
+        "hostname": "web-1",
+        "ttl": 300,
+        "tags": {"region": "us-central1", "az": "us-central1-a", "sub_zone": "rack7", "load_balancing_weight": 50},
+    },
+    {"ip_address": "10.0.0.6", "port": 8002, "priority": 1, "tags": {"canary": True}},
+]
+
+
+def registry(url: str) -> list[dict]:
+    """The registry as the API shows it, less the countdowns that move by themselves."""
+    services = requests.get(f"{url}/edsservice", timeout=5).json()
+    for service in services:
+        for host in service["hosts"]:
+            host.pop("expires_in", None)
+    return services
+
+
+def host_row(page, endpoint: str):
+    return page.get_by_role("row").filter(has=page.get_by_role("rowheader", name=re.compile(re.escape(endpoint))))
+
+
+def envoy_row(page, node_id: str):
+    return page.get_by_role("row").filter(has=page.get_by_role("rowheader", name=re.compile(re.escape(node_id))))
+
+
+def test_page_loads_without_console_errors_and_shows_services_hosts_and_envoys(console):
+    put_service(console.url, "web", WEB_HOSTS)
+    follow(console.url, "web", "edge-1")
+    page = console.open().page
+
+    expect(page).to_have_title("eds-server console")
+    web = page.get_by_role("region", name="web", exact=True)
+    expect(web.get_by_role("heading", name="web", exact=True)).to_be_visible()
+    # Grouped as Envoy groups them: priority, then locality.
+    expect(web.get_by_role("heading", level=4).nth(0)).to_have_text(
+        re.compile(r"Priority 0.*region\s*us-central1.*zone\s*us-central1-a.*sub-zone\s*rack7")
+    )
+    expect(web.get_by_role("heading", level=4).nth(1)).to_have_text(re.compile(r"Priority 1.*no locality"))
+    first = host_row(page, "10.0.0.5:8001")
+    expect(first).to_contain_text("web-1")
+    expect(first.get_by_role("cell").nth(0)).to_have_text(re.compile(r"^50"))  # weight
+    expect(first).to_contain_text("HEALTHY")
+    expect(first).to_contain_text(re.compile(r"\d+ min left of 5 min"))
+    expect(host_row(page, "10.0.0.6:8002")).to_contain_text("canary")
+
+    edge = envoy_row(page, "edge-1")
+    version = requests.get(f"{console.url}/edsservice/web", timeout=5).json()["version"]
+    expect(edge).to_contain_text(version)
+    expect(edge).to_contain_text("in sync")
+    expect(edge).to_contain_text("1.40.0")  # from the node's user_agent_build_version
+
+    page.wait_for_timeout(3500)  # one automatic refresh as well
+    assert console.console_messages == []
+
+
+def test_drain_and_undrain_from_the_page_reach_discovery(console):
+    put_service(console.url, "web", WEB_HOSTS)
+    page = console.open().page
+
+    page.get_by_role("button", name="Drain 10.0.0.5:8001", exact=True).click()
+    expect(page.get_by_role("status")).to_contain_text("10.0.0.5:8001 in web is draining")
+    answer = ask(console.url, "web", "edge-1").json()
+    assert health_by_endpoint(answer) == {"10.0.0.5:8001": "DRAINING", "10.0.0.6:8002": "HEALTHY"}
+    expect(host_row(page, "10.0.0.5:8001")).to_contain_text("DRAINING")
+
+    page.get_by_role("button", name="Undrain 10.0.0.5:8001", exact=True).click()
+    expect(page.get_by_role("status")).to_contain_text("10.0.0.5:8001 in web is healthy again")
+    assert health_by_endpoint(ask(console.url, "web", "edge-1").json())["10.0.0.5:8001"] == "HEALTHY"
+    # Focus stays on the host's button across the redraw.
+    expect(page.get_by_role("button", name="Drain 10.0.0.5:8001", exact=True)).to_be_focused()
+
+
+def test_a_stuck_envoy_appears_highlighted_without_reloading(console):
+    put_service(console.url, "web", WEB_HOSTS)
+    page = console.open().page
+    expect(page.get_by_role("region", name="web", exact=True)).to_contain_text(
+        "No Envoy has asked for this service yet"
+    )
+
+    old = poll(console.url, "web", "edge-rejecting")
+    requests.patch(f"{console.url}/edsservice/web/hosts/10.0.0.6:8002", json={"priority": 0}, timeout=5)
+    stick(console.url, "web", "edge-rejecting", old)  # sent the new version, keeps asking with the old one
+    follow(console.url, "web", "edge-accepting")
+
+    stuck = envoy_row(page, "edge-rejecting")
+    expect(stuck).to_have_class(re.compile(r"\bstuck\b"))  # by the page's own refresh
+    expect(stuck).to_contain_text("stuck")
+    expect(stuck).to_contain_text(old)
+    expect(stuck).to_have_css("background-color", re.compile(r"rgb\((?!255, 255, 255)"))
+    accepting = envoy_row(page, "edge-accepting")
+    expect(accepting).to_contain_text("in sync")
+    expect(accepting).not_to_have_class(re.compile(r"\bstuck\b"))
+    expect(page.get_by_role("region", name="web", exact=True)).to_contain_text("1 Envoy is stuck")
+    expect(page.locator(".tile", has_text="Stuck Envoys")).to_contain_text("1")
+
+
+def test_api_refusals_are_shown_with_the_apis_message_and_change_nothing(console):
+    put_service(console.url, "web", WEB_HOSTS)
+    before = registry(console.url)
+    page = console.open().page
+    form = page.get_by_role("region", name="Add a host", exact=True)
+
+    for field, value, expected in (
+        (
+            "Port",
+            "70000",
+            requests.post(f"{console.url}/edsservice/web/hosts", json={"ip_address": "10.0.0.9", "port": 70000}),
+        ),
+        (
+            "IP address",
+            "localhost",
+            requests.post(f"{console.url}/edsservice/web/hosts", json={"ip_address": "localhost", "port": 80}),
+        ),
+    ):
+        assert expected.status_code == 400
+        form.get_by_label("Service", exact=True).fill("web")
+        form.get_by_label("IP address", exact=True).fill("10.0.0.9" if field == "Port" else value)
+        form.get_by_label("Port", exact=True).fill(value if field == "Port" else "80")
+        form.get_by_role("button", name="Add host", exact=True).click()
+        alert = page.get_by_role("alert")
+        expect(alert).to_contain_text("The server answered 400")
+        expect(alert).to_contain_text(expected.json()["message"])
+        expect(form.get_by_label(field)).to_have_attribute("aria-invalid", "true")
+        expect(form.get_by_label(field)).to_be_focused()
+
+    assert registry(console.url) == before
+
+
+def test_add_remove_and_delete_with_confirmation(console):
+    put_service(console.url, "web", WEB_HOSTS)
+    page = console.open().page
+    form = page.get_by_role("region", name="Add a host", exact=True)
+
+    page.get_by_role("button", name="Add a host to web", exact=True).click()
+    expect(form.get_by_label("Service", exact=True)).to_have_value("web")
+    expect(form.get_by_label("IP address", exact=True)).to_be_focused()
+    form.get_by_label("IP address", exact=True).fill("[::1]")
+    form.get_by_label("Port", exact=True).fill("9000")
+    form.get_by_label("Weight", exact=True).fill("7")
+    form.get_by_label("Zone (az)", exact=True).fill("local")
+    form.get_by_label("Canary", exact=True).check()
+    form.get_by_role("button", name="Add host", exact=True).click()
+    expect(page.get_by_role("status")).to_contain_text("Added [::1]:9000 to web")
+    added = next(
+        h for h in requests.get(f"{console.url}/edsservice/web", timeout=5).json()["hosts"] if h["port"] == 9000
+    )
+    assert added["ip_address"] == "::1"
+    assert added["tags"] == {"az": "local", "canary": True, "load_balancing_weight": 7}
+    expect(host_row(page, "[::1]:9000")).to_contain_text("canary")
+
+    remove = page.get_by_role("button", name="Remove [::1]:9000", exact=True)
+    remove.click()
+    dialog = page.get_by_role("dialog", name="Remove [::1]:9000 from web?")
+    expect(dialog).to_be_visible()
+    expect(dialog.get_by_role("button", name="Cancel", exact=True)).to_be_focused()
+    page.keyboard.press("Escape")
+    expect(dialog).to_be_hidden()
+    assert len(requests.get(f"{console.url}/edsservice/web", timeout=5).json()["hosts"]) == 3
+
+    remove.click()
+    dialog.get_by_role("button", name="Remove host", exact=True).click()
+    expect(host_row(page, "[::1]:9000")).to_have_count(0)
+    assert len(requests.get(f"{console.url}/edsservice/web", timeout=5).json()["hosts"]) == 2
+
+    page.get_by_role("button", name="Delete service web", exact=True).click()
+    page.get_by_role("dialog", name="Delete the service web?").get_by_role(
+        "button", name="Delete service", exact=True
+    ).click()
+    expect(page.get_by_role("status")).to_contain_text("Deleted the service web")
+    assert requests.get(f"{console.url}/edsservice/web", timeout=5).status_code == 404
+    expect(page.get_by_role("region", name="web", exact=True)).to_have_count(0)
+    expect(page.get_by_role("heading", name="Services")).to_be_focused()  # focus is not lost with the section
+
+
+def test_the_add_host_form_works_from_the_keyboard(console):
+    page = console.open().page
+    keys = page.keyboard
+    for _ in range(40):  # tab from the top of the page, as far as the form's first field
+        keys.press("Tab")
+        if page.evaluate("document.activeElement.id") == "f-name":
+            break
+    expect(page.get_by_label("Service", exact=True)).to_be_focused()
+    keys.type("kb")
+    keys.press("Tab")
+    expect(page.get_by_label("IP address", exact=True)).to_be_focused()
+    keys.type("10.0.0.7")
+    keys.press("Tab")
+    keys.type("8080")
+    keys.press("Enter")
+    expect(page.get_by_role("status")).to_contain_text("Added 10.0.0.7:8080 to kb")
+    assert requests.get(f"{console.url}/edsservice/kb", timeout=5).json()["hosts"][0]["port"] == 8080
+
+    # The skip links reach the form in three keys from the top.
+    page.reload()
+    expect(page.get_by_role("heading", name="kb")).to_be_visible()
+    keys.press("Tab")
+    expect(page.get_by_role("link", name="Skip to the services")).to_be_focused()
+    keys.press("Tab")
+    keys.press("Enter")
+    keys.press("Tab")
+    expect(page.get_by_label("Service", exact=True)).to_be_focused()
+
+
+def test_the_token_is_kept_for_the_tab_and_sent_as_a_bearer_header(console):
+    put_service(console.url, "web", WEB_HOSTS)
+    page = console.open().page
+    page.get_by_label("Bearer token", exact=True).fill("s3cret-token")
+    page.get_by_role("button", name="Use token", exact=True).click()
+    expect(page.get_by_label("Bearer token", exact=True)).to_have_value("")
+    assert page.evaluate("Object.values(sessionStorage)") == ["s3cret-token"]
+    assert page.evaluate("localStorage.length") == 0 and page.context.cookies() == []
+
+    with page.expect_request(lambda r: r.method == "PATCH") as patch:
+        page.get_by_role("button", name="Drain 10.0.0.5:8001", exact=True).click()
+    assert patch.value.headers["authorization"] == "Bearer s3cret-token"
+    page.reload()
+    with page.expect_request(lambda r: r.url.endswith("/edsservice")) as read:
+        expect(page.get_by_text("A token is set for this tab")).to_be_visible()
+    assert read.value.headers["authorization"] == "Bearer s3cret-token"
+
+    page.get_by_role("button", name="Forget token", exact=True).click()
+    assert page.evaluate("sessionStorage.length") == 0
+    expect(page.get_by_text("No token set")).to_be_visible()
+
+
+def test_phone_width_has_no_horizontal_overflow(console_for):
+    console = console_for(viewport={"width": 375, "height": 740})
+    put_service(
+        console.url,
+        "a-rather-long-service-name.with-dots_and_underscores",
+        [
+            {"ip_address": "2001:db8:1234:5678:9abc:def0:1234:5678", "port": 65535, "ttl": 30, "hostname": "x" * 60},
+            {"ip_address": "10.0.0.1", "port": 1, "tags": {"region": "europe-west1", "az": "europe-west1-b"}},
+        ],
+    )
+    follow(console.url, "a-rather-long-service-name.with-dots_and_underscores", "edge-" + "n" * 40)
+    follow(console.url, "not-registered", "edge-2")
+    page = console.open().page
+    expect(host_row(page, "10.0.0.1:1")).to_be_visible()
+    expect(envoy_row(page, "edge-2")).to_be_visible()
+    assert page.evaluate("document.documentElement.scrollWidth") <= 375
+    for button in page.get_by_role("button").all():
+        if button.is_visible():
+            box = button.bounding_box()
+            assert box["x"] >= 0 and box["x"] + box["width"] <= 375, button.text_content()
+    page.get_by_role("button", name="Drain 10.0.0.1:1", exact=True).click()
+    expect(page.get_by_role("status")).to_contain_text("draining")
+    assert page.evaluate("document.documentElement.scrollWidth") <= 375
