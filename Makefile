@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip --disable-pip-version-check --quiet
 
-.PHONY: install install-test system-deps run test lint
+.PHONY: install install-test system-deps run test lint console-screenshot
 
 $(VENV)/bin/python:
 	python3 -m venv $(VENV)
@@ -32,3 +32,7 @@ test: install-test system-deps
 
 lint: install-test
 	$(VENV)/bin/ruff check .
+
+# docs/console.png and docs/console-phone.png: the console of a real server on seeded data, in the real chromium.
+console-screenshot: install-test system-deps
+	$(PY) -m tests.browser.screenshot docs/console.png --phone docs/console-phone.png

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import json
+import time
 from pathlib import Path
 
 import requests
@@ -53,14 +54,29 @@ def follow(url: str, name: str, node_id: str, cluster: str = "edge") -> str:
     return held
 
 
-def stick(url: str, name: str, node_id: str, old_version: str, polls: int = 6, cluster: str = "edge") -> None:
-    """An Envoy that rejects every update: it is sent the current version and keeps asking with `old_version`.
+def clients(url: str, name: str) -> list[dict]:
+    response = requests.get(f"{url}/clients", params={"service": name}, timeout=5)
+    response.raise_for_status()
+    return response.json()["clients"]
 
+
+def stick(url: str, name: str, node_id: str, old_version: str, cluster: str = "edge", within: float = 20) -> int:
+    """An Envoy that rejects every update: sent the current version, it keeps asking with `old_version`.
+
+    It polls as such an Envoy would (every 0.1 s) until the server's clients view calls it stuck,
+    whichever worker answered which poll; bounded in time. Returns the number of polls it took.
     `old_version` must be a version of `name` from before its last change.
     """
-    for _ in range(polls):
+    deadline = time.monotonic() + within
+    polls = 0
+    while time.monotonic() < deadline:
         sent = poll(url, name, node_id, old_version, cluster=cluster)
+        polls += 1
         assert sent is not None and sent != old_version, "old_version must be older than the current version"
+        if any(row["node_id"] == node_id and row["stuck"] for row in clients(url, name)):
+            return polls
+        time.sleep(0.1)
+    raise AssertionError(f"{node_id} did not show as stuck on {name} after {polls} polls with {old_version}")
 
 
 def health_by_endpoint(answer: dict) -> dict[str, str]:

@@ -76,10 +76,20 @@ def seed(url: str) -> None:
     follow(url, "inventory", "edge-eu-2")
 
 
+def take(browser, url: str, path: str, viewport: dict, full_page: bool, scale: int) -> None:
+    page = browser.new_page(viewport=viewport, device_scale_factor=scale)
+    page.goto(f"{url}/ui/")
+    page.get_by_role("heading", name="checkout", exact=True).wait_for()
+    page.wait_for_timeout(300)  # the TTL bars' first transition
+    page.screenshot(path=path, full_page=full_page)
+    page.close()
+    print(f"wrote {path}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("output", nargs="?", default=str(REPO / "docs" / "console.png"))
-    parser.add_argument("--phone", help="also a 390 px wide screenshot, to this file")
+    parser.add_argument("--phone", help="also the top of the page at phone width, to this file")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         server = EdsServer(tmp=Path(tmp), store="memory://", workers=1).start()
@@ -87,18 +97,9 @@ def main() -> None:
             seed(server.url)
             with sync_playwright() as playwright:
                 browser = launch(playwright)
-                for path, viewport in (
-                    (args.output, {"width": 1440, "height": 900}),
-                    (args.phone, {"width": 390, "height": 844}),
-                ):
-                    if not path:
-                        continue
-                    page = browser.new_page(viewport=viewport, device_scale_factor=1 if viewport["width"] > 800 else 2)
-                    page.goto(f"{server.url}/ui/")
-                    page.get_by_role("heading", name="checkout").wait_for()
-                    page.wait_for_timeout(300)
-                    page.screenshot(path=path, full_page=True)
-                    print(f"wrote {path}")
+                take(browser, server.url, args.output, {"width": 1440, "height": 900}, full_page=True, scale=1)
+                if args.phone:
+                    take(browser, server.url, args.phone, {"width": 390, "height": 844}, full_page=False, scale=2)
                 browser.close()
         finally:
             stop_all()

@@ -238,7 +238,7 @@ function clientsTable(name, clients) {
     columns: [
       { label: "Node", class: "col-wide" },
       { label: "Envoy" },
-      { label: "Holds" },
+      { label: "Holds", class: "col-version" },
       { label: "State" },
       { label: "Last poll" },
       { label: "Polls", class: "col-number" },
