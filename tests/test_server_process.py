@@ -54,6 +54,10 @@ def test_a_restart_keeps_every_host_and_every_version(eds_server):
     before = requests.get(f"{server.url}/edsservice", timeout=5).json()
     server.restart()
     after = requests.get(f"{server.url}/edsservice", timeout=5).json()
+    # The TTL deadlines survive too: the time left went on counting down, it did not start again.
+    left_before = [h.pop("expires_in") for s in before for h in s["hosts"]]
+    left_after = [h.pop("expires_in") for s in after for h in s["hosts"]]
+    assert all(a <= b and a < 3600 for a, b in zip(left_after, left_before, strict=True))
     assert after == before
     assert sum(len(s["hosts"]) for s in after) == 15
 
