@@ -106,7 +106,9 @@ function draw() {
   }
   list.removeAttribute("aria-busy");
   tick(list);
-  $("service-names").replaceChildren(...state.services.map((service) => h("option", { value: service.name })));
+  const names = $("service-names");
+  if ([...names.options].map((option) => option.value).join("\n") !== state.services.map((s) => s.name).join("\n"))
+    names.replaceChildren(...state.services.map((service) => h("option", { value: service.name })));
 }
 
 /** Focus what the operator was on before a redraw, or the nearest thing still there. */
@@ -187,18 +189,23 @@ async function act(button) {
   if (!ACTIONS[action] || busy.has(key)) return;
   busy.add(key);
   button.setAttribute("aria-disabled", "true");
+  let cancelled = false;
   try {
     const done = await ACTIONS[action](button.dataset);
-    if (done === null) return;
-    clearAlert();
-    say(done);
+    cancelled = done === null;
+    if (!cancelled) {
+      clearAlert();
+      say(done);
+    }
   } catch (error) {
     showError(error, WHAT[action](button.dataset));
   } finally {
     busy.delete(key);
     button.removeAttribute("aria-disabled");
   }
-  await refresh();
+  if (!cancelled) await refresh(); // after a refusal too: someone else may have changed the service
+  // A redraw while the confirmation was open may have replaced the button it returns focus to.
+  if (document.activeElement === document.body || !document.activeElement) restoreFocus(key, button.dataset.service);
 }
 
 // ---- the add-host form: every field goes to the API as typed, and the API judges it ----
