@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import pytest
+from axe_playwright_python.sync_playwright import Axe
 from playwright.sync_api import Page, expect, sync_playwright
 
 from .chromium import launch
@@ -26,6 +27,13 @@ class Console:
     url: str  # the server's
     console_messages: list[str] = field(default_factory=list)
     page_errors: list[str] = field(default_factory=list)
+
+    def accessibility_violations(self) -> str:
+        """What axe-core finds against WCAG 2.2 A and AA (and its best practices) on the page as it is now."""
+        tags = ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa", "wcag22aa", "best-practice"]
+        results = Axe().run(self.page, options={"runOnly": {"type": "tag", "values": tags}})
+        assert results.response["passes"], "axe-core checked nothing"
+        return "" if results.violations_count == 0 else results.generate_report()
 
     def open(self) -> Console:
         self.page.goto(f"{self.url}/ui/")

@@ -107,6 +107,7 @@ def test_a_stuck_envoy_appears_highlighted_without_reloading(console):
     expect(accepting).not_to_have_class(re.compile(r"\bstuck\b"))
     expect(page.get_by_role("region", name="web", exact=True)).to_contain_text("1 Envoy is stuck")
     expect(page.locator(".tile", has_text="Stuck Envoys")).to_contain_text("1")
+    assert console.accessibility_violations() == ""
 
 
 def test_api_refusals_are_shown_with_the_apis_message_and_change_nothing(console):
@@ -261,3 +262,27 @@ def test_phone_width_has_no_horizontal_overflow(console_for):
     page.get_by_role("button", name="Drain 10.0.0.1:1", exact=True).click()
     expect(page.get_by_role("status")).to_contain_text("draining")
     assert page.evaluate("document.documentElement.scrollWidth") <= 375
+
+
+def test_axe_finds_no_accessibility_violations_light_and_dark_wide_and_narrow(console_for):
+    for viewport, scheme in (({"width": 1280, "height": 900}, "light"), ({"width": 375, "height": 740}, "dark")):
+        console = console_for(viewport=viewport)
+        console.page.emulate_media(color_scheme=scheme)
+        put_service(console.url, "web", WEB_HOSTS)
+        requests.patch(
+            f"{console.url}/edsservice/web/hosts/10.0.0.6:8002", json={"health_status": "DRAINING"}, timeout=5
+        )
+        page = console.open().page
+        expect(host_row(page, "10.0.0.6:8002")).to_contain_text("DRAINING")
+        assert console.accessibility_violations() == ""
+
+        form = page.get_by_role("region", name="Add a host", exact=True)
+        form.get_by_label("Service", exact=True).fill("web")
+        form.get_by_label("Port", exact=True).fill("70000")
+        form.get_by_role("button", name="Add host", exact=True).click()
+        expect(page.get_by_role("alert")).to_contain_text("refused")
+        assert console.accessibility_violations() == ""
+
+        page.get_by_role("button", name="Remove 10.0.0.5:8001", exact=True).click()
+        expect(page.get_by_role("dialog")).to_be_visible()
+        assert console.accessibility_violations() == ""
