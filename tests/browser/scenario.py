@@ -18,8 +18,9 @@ import requests
 CAPTURED_POLL = json.loads((Path(__file__).parent.parent / "fixtures" / "envoy-1.40-eds-poll-request.json").read_text())
 
 
-def put_service(url: str, name: str, hosts: list[dict]) -> dict:
-    response = requests.put(f"{url}/edsservice/{name}", json={"hosts": hosts}, timeout=5)
+def put_service(url: str, name: str, hosts: list[dict], token: str | None = None) -> dict:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    response = requests.put(f"{url}/edsservice/{name}", json={"hosts": hosts}, headers=headers, timeout=5)
     response.raise_for_status()
     return response.json()
 

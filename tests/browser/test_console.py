@@ -242,6 +242,28 @@ def test_the_token_is_kept_for_the_tab_and_sent_as_a_bearer_header(console):
     expect(page.get_by_text("No token set")).to_be_visible()
 
 
+def test_with_tokens_configured_the_refusal_is_shown_and_the_token_entered_once_admits_writes(console_for):
+    console = console_for(env={"EDS_API_TOKENS": "console-token,next-token"})
+    put_service(console.url, "web", WEB_HOSTS, token="console-token")
+    refusal = requests.patch(f"{console.url}/edsservice/web/hosts/10.0.0.5:8001", json={}, timeout=5)
+    assert refusal.status_code == 401
+    page = console.open().page
+
+    page.get_by_role("button", name="Drain 10.0.0.5:8001", exact=True).click()
+    alert = page.get_by_role("alert")
+    expect(alert).to_contain_text("The server answered 401")
+    expect(alert).to_contain_text(refusal.json()["message"])
+    expect(alert).to_contain_text("Access token")
+    assert health_by_endpoint(ask(console.url, "web", "edge-1").json())["10.0.0.5:8001"] == "HEALTHY"
+
+    page.get_by_label("Bearer token", exact=True).fill("next-token")
+    page.get_by_role("button", name="Use token", exact=True).click()
+    expect(alert).to_be_empty()
+    page.get_by_role("button", name="Drain 10.0.0.5:8001", exact=True).click()
+    expect(page.get_by_role("status")).to_contain_text("10.0.0.5:8001 in web is draining")
+    assert health_by_endpoint(ask(console.url, "web", "edge-1").json())["10.0.0.5:8001"] == "DRAINING"
+
+
 def test_phone_width_has_no_horizontal_overflow(console_for):
     console = console_for(viewport={"width": 375, "height": 740})
     put_service(
