@@ -15,6 +15,8 @@ from typing import Any
 
 import yaml
 
+from .model import InvalidInput
+from .seed import check_services, read_seed_file
 from .store import check_store_url
 
 ENV_PREFIX = "EDS_"
@@ -36,7 +38,10 @@ class Settings:
     max_hosts_per_service: int = 10_000
     sweep_interval: float = 0.5
     response_cache_size: int = 20_000
-    # Seed data from the YAML file: {service name: {"hosts": [...], "policy": {...}}}.
+    # A YAML file of seed services only (the format GET /edsservice?format=yaml writes).
+    seed_file: str | None = None
+    # Seed data: the config file's services: key plus the seed file's,
+    # {service name: {"hosts": [...], "policy": {...}}}; created at start-up when missing.
     services: dict[str, Any] = field(default_factory=dict)
 
 
@@ -130,8 +135,31 @@ def load_settings(argv: Sequence[str] | None = None, environ: Mapping[str, str] 
         settings.config = config_path
     _apply(settings, env, "environment")
     _apply(settings, cli, "command line")
+    settings.services = _checked_services(settings.services, f"config file {config_path}")
+    if settings.seed_file:
+        _add_seed_file(settings, settings.seed_file)
     validate(settings)
     return settings
+
+
+def _checked_services(services: Any, origin: str) -> dict[str, Any]:
+    try:
+        check_services(services)
+    except InvalidInput as error:
+        raise SettingsError(f"{origin}: {error.message}") from None
+    return dict(services)
+
+
+def _add_seed_file(settings: Settings, path: str) -> None:
+    try:
+        raw = read_seed_file(path)
+    except ValueError as error:
+        raise SettingsError(str(error)) from None
+    seeded = _checked_services(raw, f"seed file {path}")
+    twice = sorted(set(seeded) & set(settings.services))
+    if twice:
+        raise SettingsError(f"seed file {path}: {', '.join(twice)} also in the config file's services; keep one")
+    settings.services = {**settings.services, **seeded}
 
 
 def validate(settings: Settings) -> None:
