@@ -128,6 +128,6 @@ def test_a_closed_store_reconnects_on_next_use_and_keeps_its_contents(store):
     version = store.version("svc")
     store.close()
     assert store.version("svc") == version
-    put(store, "svc", host("10.0.0.2"))
+    put(store, "svc", host("10.0.0.1"), host("10.0.0.2"))
     assert len(store.get("svc").hosts) == 2
     store.ping()
