@@ -17,7 +17,7 @@ from envoy.config.endpoint.v3 import endpoint_pb2
 from envoy.service.discovery.v3 import discovery_pb2
 from google.protobuf import json_format
 
-from .processes import REPO, wait_until
+from .processes import REPO, start, stop, wait_until
 
 V3_TYPE = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment"
 EXPIRE_LINE = re.compile(r"expire service=(\S+) hosts=(\S+) version=(\S+)->(\S+)")
@@ -269,3 +269,29 @@ def test_a_store_that_cannot_be_opened_stops_the_start_with_a_message():
     result = run_server("--store", "sqlite:////proc/eds-registry.db")
     assert result.returncode == 1
     assert "cannot start" in result.stderr and "/proc/eds-registry.db" in result.stderr
+
+
+def readme_script(marker):
+    blocks = re.findall(r"```bash\n(.*?)```", (REPO / "README.md").read_text(), re.DOTALL)
+    [block] = [b for b in blocks if marker in b]
+    return block
+
+
+def test_the_readme_heartbeat_script_registers_holds_and_deregisters_on_exit(eds_server, tmp_path):
+    server = eds_server(env={"EDS_SWEEP_INTERVAL": "0.1"})
+    script = tmp_path / "heartbeat.sh"
+    script.write_text(readme_script("# heartbeat.sh"))
+    settings = {"EDS": server.url, "IP": "::1", "PORT": "8001", "TTL": "1", "EVERY": "0.2"}
+    process = start(["bash", str(script)], tmp_path / "heartbeat.log", env=settings)
+
+    def hosts():
+        response = requests.get(f"{server.url}/edsservice/myservice", timeout=5)
+        return [(h["ip_address"], h["port"], h["ttl"]) for h in response.json()["hosts"]] if response.ok else None
+
+    wait_until(lambda: hosts() == [("::1", 8001, 1)], timeout=10, what="the script's registration")
+    time.sleep(2)  # twice the ttl: only the heartbeats keep it
+    assert hosts() == [("::1", 8001, 1)]
+    stop(process)  # SIGTERM, as a service manager stops it: the trap deregisters
+    assert hosts() == []
+    assert "delete-host service=myservice" in server.log_path.read_text()
+    assert expirations(server) == [], "removed by the script, not by its ttl"

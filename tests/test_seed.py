@@ -1,5 +1,8 @@
 """Seed services: read from the config file or EDS_SEED_FILE, created once, never undoing API changes."""
 
+import re
+from pathlib import Path
+
 import pytest
 import yaml
 
@@ -104,3 +107,12 @@ def test_a_seed_over_the_host_limit_is_refused(store):
     with pytest.raises(LimitExceeded, match="limit is 1"):
         registry.seed({"web": {"hosts": [{"ip_address": "::1", "port": 1}, {"ip_address": "::1", "port": 2}]}})
     assert store.services() == []
+
+
+def test_the_readme_seed_example_is_a_valid_seed_file(tmp_path):
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    [example] = [b for b in re.findall(r"```yaml\n(.*?)```", readme, re.DOTALL) if b.startswith("services:")]
+    path = write(tmp_path, "seed.yaml", example)
+    services = load_settings([], environ={"EDS_SEED_FILE": path}).services
+    assert sorted(services) == ["myservice", "otherservice"]
+    assert services["myservice"]["hosts"][1] == {"ip_address": "::1", "port": 8002}
