@@ -48,9 +48,10 @@ class Registry:
     def _apply(self, operation: str, name: str, mutate, if_match: str | None, who: str) -> Change:
         change = self.store.update(name, mutate, if_match=if_match)
         if change.before is not change.after:
-            # A heartbeat that only moves a deadline changes neither the ETag nor
-            # the version; at INFO it would bury the changes among the refreshes.
-            shown = change.visible or _etag(change.before) != _etag(change.after)
+            # A heartbeat that only moves a deadline leaves the service equal (a
+            # deadline is no part of a host's equality, nor of its ETag); at INFO
+            # it would bury the changes among the refreshes.
+            shown = change.visible or change.before != change.after
             log.log(
                 logging.INFO if shown else logging.DEBUG,
                 "%s service=%s by=%s hosts=%s->%s version=%s->%s",
@@ -160,7 +161,3 @@ def _existing(name: str, current: Service | None) -> Service:
     if current is None:
         raise NotFound(f"service {name!r} does not exist")
     return current
-
-
-def _etag(service: Service | None) -> str | None:
-    return None if service is None else service.etag

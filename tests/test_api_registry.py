@@ -1,6 +1,7 @@
 """The registry API of SPEC section 3: every call, every refusal, and that a refusal changes nothing."""
 
 import json
+import logging
 
 import pytest
 import yaml
@@ -536,3 +537,13 @@ def test_export_is_the_seed_format(client):
     assert client.get("/edsservice?format=json").get_json() == registry_state(client)
     refused = client.get("/edsservice?format=xml")
     assert refused.status_code == 400 and refused.get_json()["errors"][0]["field"] == "format"
+
+
+def test_changes_are_logged_at_info_and_bare_heartbeats_at_debug(client, caplog):
+    caplog.set_level(logging.DEBUG, logger="eds_server.registry")
+    host = {"ip_address": "10.0.0.1", "port": 80, "ttl": 30}
+    client.post("/edsservice/svc/hosts", json=host)
+    client.post("/edsservice/svc/hosts", json=host)
+    client.patch("/edsservice/svc/hosts/10.0.0.1:80", json={"metadata": {"v": 1}})
+    levels = [(r.levelname, r.getMessage().split(" ")[0]) for r in caplog.records if r.name == "eds_server.registry"]
+    assert levels == [("INFO", "upsert-host"), ("DEBUG", "upsert-host"), ("INFO", "patch-host")]

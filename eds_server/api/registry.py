@@ -80,11 +80,11 @@ NAME_DOC = "service name: 1-128 characters of A-Z a-z 0-9 . _ -"
 IF_MATCH_DOC = {"If-Match": {"description": "ETag read earlier; 412 when the service changed since", "in": "header"}}
 
 
-def service_body(service: Service) -> dict:
+def service_body(service: Service, version: str | None = None) -> dict:
     body = service.to_dict()
-    # Computed from this very state, not read again: a write landing in between
-    # could otherwise pair these hosts with another state's version.
-    body["version"] = version_of(service.name, service)
+    # The version of this very state (a write's own, or computed), never read
+    # again: a write landing in between would pair these hosts with another's.
+    body["version"] = version or version_of(service.name, service)
     return body
 
 
@@ -104,9 +104,10 @@ def answer(change: Change, created: bool | None = None, location: str | None = N
         return "", 204
     if created is None:
         created = change.before is None
+    body = service_body(service, change.version_after)
     if not created:
-        return service_body(service), 200, etag(service)
-    return service_body(service), 201, {**etag(service), "Location": location or service_url(service.name)}
+        return body, 200, etag(service)
+    return body, 201, {**etag(service), "Location": location or service_url(service.name)}
 
 
 EXPORT_FORMATS = ("json", "yaml")
