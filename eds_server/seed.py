@@ -43,23 +43,6 @@ def check_services(services: Any) -> None:
         raise InvalidInput(problems)
 
 
-def read_seed_file(path: str) -> Any:
-    """The `services:` part of a seed file (check it with `check_services`); ValueError names a bad file."""
-    try:
-        with open(path, encoding="utf-8") as handle:
-            data = yaml.safe_load(handle) or {}
-    except OSError as error:
-        raise ValueError(f"seed file {path}: {error.strerror}") from None
-    except yaml.YAMLError as error:
-        raise ValueError(f"seed file {path}: not valid YAML: {error}") from None
-    if not isinstance(data, Mapping) or set(data) - {"services"}:
-        raise ValueError(
-            f"seed file {path}: must be a mapping with the one key 'services' "
-            "(settings go into the --config file); GET /edsservice?format=yaml writes one"
-        )
-    return data.get("services") or {}
-
-
 def export(services: Iterable[Service]) -> str:
     """The registry in the seed format, ready to be loaded by another server."""
     document = {"services": {s.name: {k: v for k, v in s.to_dict().items() if k != "name"} for s in services}}

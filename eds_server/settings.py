@@ -16,7 +16,7 @@ from typing import Any
 import yaml
 
 from .model import InvalidInput
-from .seed import check_services, read_seed_file
+from .seed import check_services
 from .store import check_store_url
 
 ENV_PREFIX = "EDS_"
@@ -87,14 +87,18 @@ def _apply(settings: Settings, values: Mapping[str, Any], origin: str) -> None:
         setattr(settings, name, _coerce(name, raw, kinds[name]))
 
 
-def _read_yaml(path: str) -> dict[str, Any]:
+def _load_yaml(path: str, what: str) -> Any:
     try:
         with open(path, encoding="utf-8") as handle:
-            data = yaml.safe_load(handle) or {}
+            return yaml.safe_load(handle) or {}
     except OSError as error:
-        raise SettingsError(f"config file {path}: {error.strerror}") from None
+        raise SettingsError(f"{what} {path}: {error.strerror}") from None
     except yaml.YAMLError as error:
-        raise SettingsError(f"config file {path}: not valid YAML: {error}") from None
+        raise SettingsError(f"{what} {path}: not valid YAML: {error}") from None
+
+
+def _read_yaml(path: str) -> dict[str, Any]:
+    data = _load_yaml(path, "config file")
     if not isinstance(data, dict):
         raise SettingsError(f"config file {path}: must be a mapping of settings (and 'services')")
     settings = dict(data.get("settings") or {})
@@ -151,11 +155,13 @@ def _checked_services(services: Any, origin: str) -> dict[str, Any]:
 
 
 def _add_seed_file(settings: Settings, path: str) -> None:
-    try:
-        raw = read_seed_file(path)
-    except ValueError as error:
-        raise SettingsError(str(error)) from None
-    seeded = _checked_services(raw, f"seed file {path}")
+    data = _load_yaml(path, "seed file")
+    if not isinstance(data, Mapping) or set(data) - {"services"}:
+        raise SettingsError(
+            f"seed file {path}: must be a mapping with the one key 'services' "
+            "(settings go into the --config file); GET /edsservice?format=yaml writes one"
+        )
+    seeded = _checked_services(data.get("services") or {}, f"seed file {path}")
     twice = sorted(set(seeded) & set(settings.services))
     if twice:
         raise SettingsError(f"seed file {path}: {', '.join(twice)} also in the config file's services; keep one")

@@ -74,6 +74,11 @@ def test_policy_is_kept(client):
     body = {"hosts": [HOST], "policy": {"overprovisioning_factor": 140, "endpoint_stale_after": 30}}
     response = client.put("/edsservice/svc", json=body)
     assert response.get_json()["policy"] == body["policy"]
+    # Host writes leave the service's policy alone.
+    beat = client.post("/edsservice/svc/hosts", json={"ip_address": "10.0.0.9", "port": 80})
+    assert beat.get_json()["policy"] == body["policy"]
+    patched = client.patch("/edsservice/svc/hosts/10.0.0.9:80", json={"priority": 1})
+    assert patched.get_json()["policy"] == body["policy"]
 
 
 BAD_WRITES = [
