@@ -8,8 +8,7 @@ import pytest
 from eds_server import Settings, create_app
 from eds_server.store import open_store
 from eds_server.xds import version_of
-
-from .processes import EdsServer, stop_all, survivors
+from scripts.processes import EdsServer, stop_all, survivors
 
 # Copies of shared/fixtures (requests captured from Envoy 1.40) and of the classic tutorial.
 FIXTURES = Path(__file__).parent / "fixtures"

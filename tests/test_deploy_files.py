@@ -15,9 +15,8 @@ import pytest
 import yaml
 
 from eds_server.settings import load_settings
-
-from .envoy import EDS_CLUSTER, LOCAL_BOOTSTRAP, envoy_binary
-from .processes import REPO
+from scripts.envoy import EDS_CLUSTER, LOCAL_BOOTSTRAP, envoy_binary
+from scripts.processes import REPO
 
 COMPOSE_BOOTSTRAP = REPO / "envoy" / "envoy.yaml"
 COMPOSE_FILE = REPO / "docker-compose.yml"

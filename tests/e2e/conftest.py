@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import requests
 
-from ..envoy import Envoy, Upstream, start_envoy
-from ..processes import EdsServer
+from scripts.envoy import Envoy, Upstream, start_envoy
+from scripts.processes import EdsServer
 
 SERVICE = "myservice"  # the bootstrap's eds_cluster_config.service_name
 

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from ..processes import start
+from scripts.processes import start
 
 PIDS = os.environ.get("SCENARIO_PIDS", os.devnull)
 

@@ -1,6 +1,6 @@
 """The host attributes an operator checks in Envoy's admin interface, as eds-server sent them."""
 
-from ..processes import wait_until
+from scripts.processes import wait_until
 
 
 def test_canary_shows_in_admin_clusters(envoy, myservice, upstreams):

@@ -4,7 +4,7 @@ import os
 import subprocess
 import sys
 
-from ..processes import REPO, survivors
+from scripts.processes import REPO, survivors
 
 
 def test_failing_tests_leave_no_process_behind(tmp_path):

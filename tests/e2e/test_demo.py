@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from ..processes import REPO, free_port, start, stop, survivors, wait_until
+from scripts.processes import REPO, free_port, start, stop, survivors, wait_until
 
 GUIDE_END = "Press Ctrl-C to stop everything."
 

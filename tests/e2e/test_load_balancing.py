@@ -2,7 +2,7 @@
 
 import pytest
 
-from ..processes import wait_until
+from scripts.processes import wait_until
 
 
 def settled(envoy, upstreams_by_port: dict, check, what: str):

@@ -2,7 +2,7 @@
 
 import time
 
-from ..processes import wait_until
+from scripts.processes import wait_until
 
 # The tutorial's host, on a loopback upstream instead of its WSL address.
 TAGS = {"az": "us-central1-a", "canary": False, "load_balancing_weight": 50}
