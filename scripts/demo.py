@@ -41,6 +41,8 @@ def ports_in_use(ports: list[tuple[str, int]]) -> list[str]:
     busy = []
     for option, port in ports:
         with socket.socket() as sock:
+            # As the servers themselves do: connections of a previous run in TIME_WAIT do not count.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:
                 sock.bind((LOOPBACK, port))
             except OSError:
@@ -107,7 +109,7 @@ def print_guide(server: EdsServer, upstreams: list[Upstream], envoy: Envoy, work
 
 
 def _stop_on_sigterm(signum, frame):
-    raise KeyboardInterrupt
+    raise KeyboardInterrupt  # the same clean-up as Ctrl-C
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -120,6 +122,8 @@ def main(argv: list[str] | None = None) -> int:
         print("make demo: " + "; ".join(busy), file=sys.stderr)
         return 2
 
+    # Explicitly: a shell starts background jobs with SIGINT ignored, and Python keeps that.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, _stop_on_sigterm)
     workdir = Path(tempfile.mkdtemp(prefix="eds-demo-"))
     status = 0

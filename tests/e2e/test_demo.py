@@ -5,12 +5,14 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import requests
 
 from scripts.processes import REPO, free_port, start, stop, survivors, wait_until
 
@@ -36,6 +38,7 @@ def steps(guide: str) -> list[list[str]]:
 class Demo:
     process: subprocess.Popen
     log: Path
+    admin_port: int
 
     @property
     def guide(self) -> str:
@@ -52,7 +55,9 @@ def demo(tmp_path):
     ports = [free_port() for _ in range(5)]
     args = ["--eds-port", ports[0], "--listener-port", ports[1], "--admin-port", ports[2], "--upstream-ports"]
     log = tmp_path / "demo.out"
-    demo = Demo(start([sys.executable, "-m", "scripts.demo", *map(str, args + ports[3:])], log, cwd=REPO), log)
+    demo = Demo(
+        start([sys.executable, "-m", "scripts.demo", *map(str, args + ports[3:])], log, cwd=REPO), log, ports[2]
+    )
     try:
         wait_until(lambda: GUIDE_END in demo.guide, timeout=40, what="the demo's guide")
         yield demo
@@ -89,7 +94,27 @@ def test_the_demo_runs_the_tutorial_and_stops_everything_on_ctrl_c(demo):
     shell(put_both)
     wait_until(lambda: set(shell(loop).split()) == {"hello-world1", "hello-world2"}, timeout=10, what="traffic to both")
 
+    rejected = requests.get(f"http://127.0.0.1:{demo.admin_port}/stats?filter=targetCluster.update_rejected$").text
+    assert rejected.strip() == "cluster.targetCluster.update_rejected: 0"
+
     demo.process.send_signal(signal.SIGINT)  # what Ctrl-C sends: the children run in sessions of their own
     assert demo.process.wait(timeout=30) == 0, demo.guide
     assert demo.guide.rstrip().endswith("stopped.")
     assert survivors(children) == []
+
+
+def test_the_demo_names_a_port_in_use_and_starts_nothing():
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run(
+            [sys.executable, "-m", "scripts.demo", "--eds-port", str(port)],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+    assert result.returncode == 2
+    assert f"port {port} on 127.0.0.1 is in use (choose another with --eds-port)" in result.stderr
+    assert result.stdout == ""
