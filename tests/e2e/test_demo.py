@@ -59,7 +59,10 @@ def demo(tmp_path):
         start([sys.executable, "-m", "scripts.demo", *map(str, args + ports[3:])], log, cwd=REPO), log, ports[2]
     )
     try:
-        wait_until(lambda: GUIDE_END in demo.guide, timeout=40, what="the demo's guide")
+        wait_until(
+            lambda: GUIDE_END in demo.guide or demo.process.poll() is not None, timeout=40, what="the demo's guide"
+        )
+        assert GUIDE_END in demo.guide, demo.guide
         yield demo
     finally:
         # Only does anything when the test failed before its Ctrl-C: SIGTERM stops the demo as Ctrl-C does,
