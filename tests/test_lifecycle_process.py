@@ -17,7 +17,7 @@ from envoy.config.endpoint.v3 import endpoint_pb2
 from envoy.service.discovery.v3 import discovery_pb2
 from google.protobuf import json_format
 
-from .processes import REPO, start, stop, wait_until
+from scripts.processes import REPO, start, stop, wait_until
 
 V3_TYPE = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment"
 EXPIRE_LINE = re.compile(r"expire service=(\S+) hosts=(\S+) version=(\S+)->(\S+)")

@@ -5,7 +5,7 @@ import time
 
 import requests
 
-from ..processes import wait_until
+from scripts.processes import wait_until
 
 
 def heartbeat(server, upstreams_beating: dict, stop: threading.Event, every: float) -> threading.Thread:
