@@ -316,6 +316,7 @@ def test_patch_changes_each_field_and_null_removes(client):
             "priority": 2,
             "metadata": {"b": 2, "c": 3},
             "ttl": 5,
+            "expires_in": 5,  # a new ttl starts a new deadline
         }
     ]
     # The same host through percent-encoded brackets.

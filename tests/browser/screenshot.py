@@ -12,7 +12,8 @@ from pathlib import Path
 import requests
 from playwright.sync_api import sync_playwright
 
-from ..processes import REPO, EdsServer, stop_all
+from scripts.processes import REPO, EdsServer, stop_all
+
 from .chromium import launch
 from .scenario import follow, put_service, stick
 

@@ -7,6 +7,7 @@ import re
 import requests
 from playwright.sync_api import expect
 
+from ..listing import registry_listing
 from .scenario import ask, follow, health_by_endpoint, poll, put_service, stick
 
 WEB_HOSTS = [
@@ -19,15 +20,6 @@ WEB_HOSTS = [
     },
     {"ip_address": "10.0.0.6", "port": 8002, "priority": 1, "tags": {"canary": True}},
 ]
-
-
-def registry(url: str) -> list[dict]:
-    """The registry as the API shows it, less the countdowns that move by themselves."""
-    services = requests.get(f"{url}/edsservice", timeout=5).json()
-    for service in services:
-        for host in service["hosts"]:
-            host.pop("expires_in", None)
-    return services
 
 
 def host_row(page, endpoint: str):
@@ -115,7 +107,7 @@ def test_a_stuck_envoy_appears_highlighted_without_reloading(console):
 
 def test_api_refusals_are_shown_with_the_apis_message_and_change_nothing(console):
     put_service(console.url, "web", WEB_HOSTS)
-    before = registry(console.url)
+    before = registry_listing(console.url)
     page = console.open().page
     form = page.get_by_role("region", name="Add a host", exact=True)
 
@@ -142,7 +134,7 @@ def test_api_refusals_are_shown_with_the_apis_message_and_change_nothing(console
         expect(form.get_by_label(field)).to_have_attribute("aria-invalid", "true")
         expect(form.get_by_label(field)).to_be_focused()
 
-    assert registry(console.url) == before
+    assert registry_listing(console.url) == before
 
 
 def test_add_remove_and_delete_with_confirmation(console):
@@ -157,7 +149,7 @@ def test_add_remove_and_delete_with_confirmation(console):
     form.get_by_label("Port", exact=True).fill("9000")
     form.get_by_label("Weight", exact=True).fill("7")
     form.get_by_label("Zone (az)", exact=True).fill("local")
-    form.get_by_label("Canary", exact=True).check()
+    form.get_by_label("Canary", exact=True).select_option("yes")
     form.get_by_role("button", name="Add host", exact=True).click()
     expect(page.get_by_role("status")).to_contain_text("Added [::1]:9000 to web")
     added = next(
@@ -166,6 +158,19 @@ def test_add_remove_and_delete_with_confirmation(console):
     assert added["ip_address"] == "::1"
     assert added["tags"] == {"az": "local", "canary": True, "load_balancing_weight": 7}
     expect(host_row(page, "[::1]:9000")).to_contain_text("canary")
+
+    # The same host again with only a new weight: what the form leaves empty stays as it was.
+    form.get_by_label("IP address", exact=True).fill("::1")
+    form.get_by_label("Port", exact=True).fill("9000")
+    form.get_by_label("Weight", exact=True).fill("9")
+    form.get_by_label("Zone (az)", exact=True).fill("")
+    form.get_by_label("Canary", exact=True).select_option("")
+    form.get_by_role("button", name="Add host", exact=True).click()
+    expect(page.get_by_role("status")).to_contain_text("Updated [::1]:9000 in web")
+    updated = next(
+        h for h in requests.get(f"{console.url}/edsservice/web", timeout=5).json()["hosts"] if h["port"] == 9000
+    )
+    assert updated["tags"] == {"az": "local", "canary": True, "load_balancing_weight": 9}
 
     remove = page.get_by_role("button", name="Remove [::1]:9000", exact=True)
     remove.click()

@@ -215,16 +215,18 @@ function typed(text) {
   return /^-?(\d+|\d*\.\d+)$/.test(text) ? Number(text) : text;
 }
 
+// Only the fields filled in are sent: a new host gets the API's defaults for the others,
+// and a host already registered keeps its own (a POST changes only the fields it names).
 function hostBody(form) {
   const value = (name) => form.elements[name].value.trim();
   const body = {};
-  const tags = { canary: form.elements.canary.checked };
-  for (const name of ["ip_address", "port", "health_status", "priority", "hostname", "ttl"]) {
-    if (value(name)) body[name] = name === "ip_address" || name === "hostname" || name === "health_status" ? value(name) : typed(value(name));
-  }
+  const tags = {};
+  for (const name of ["ip_address", "hostname", "health_status"]) if (value(name)) body[name] = value(name);
+  for (const name of ["port", "priority", "ttl"]) if (value(name)) body[name] = typed(value(name));
   for (const name of ["region", "az", "sub_zone"]) if (value(name)) tags[name] = value(name);
   if (value("load_balancing_weight")) tags.load_balancing_weight = typed(value("load_balancing_weight"));
-  body.tags = tags;
+  if (value("canary")) tags.canary = value("canary") === "true";
+  if (Object.keys(tags).length) body.tags = tags;
   return body;
 }
 
