@@ -1,0 +1,279 @@
+"""A registry shared by every replica: one Redis server, reached by URL.
+
+Layout (every key under `eds:`):
+  eds:service:NAME   hash {record: the service as JSON, version: its version}
+  eds:names          sorted set of names, all scored 0, so it reads back in name order
+  eds:deadlines      sorted set NAME -> the service's next TTL deadline
+
+One key per service keeps the version beside its service (one HGET answers a
+poll) and confines WATCH conflicts to writers of the same service. A write is
+optimistic: WATCH the service, read it, run the registry's mutation (Python,
+so not a Lua script), then MULTI/EXEC; when another writer committed in
+between, EXEC fails and the step runs again on the new state. Nothing is ever
+lost, and an expiry that two replicas race to apply is re-checked on the state
+the winner left, so it happens once.
+
+When Redis cannot be reached, the poll path's reads (`version`, `get`) answer
+from what this process last read or wrote, so Envoy keeps getting the same
+answers; everything else (writes, listings, TTL sweeps, `ping`) raises
+StoreUnavailable. After a failure the poll path waits RETRY_AFTER_OUTAGE
+before it tries Redis again, so a Redis that hangs delays one poll per worker
+and second, not every poll.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
+
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from ..model import Service
+from .base import Change, CommitOutcomeUnknown, Store, StoreUnavailable, dump_service, load_service
+
+log = logging.getLogger("eds_server.store.redis")
+
+PREFIX = "eds:"
+NAMES = PREFIX + "names"
+DEADLINES = PREFIX + "deadlines"
+# Defaults a URL may override (`?socket_timeout=5`): short, because a poll
+# waiting on a dead Redis is a poll Envoy times out on.
+CONNECTION_DEFAULTS: dict[str, Any] = {"socket_connect_timeout": 1.0, "socket_timeout": 2.0}
+RETRY_AFTER_OUTAGE = 1.0
+# How long a write keeps retrying while other writers win the same service.
+COMMIT_PATIENCE = 10.0
+
+T = TypeVar("T")
+
+
+def service_key(name: str) -> str:
+    return f"{PREFIX}service:{name}"
+
+
+def redacted(url: str) -> str:
+    """The URL without its password, for messages and logs."""
+    parts = urlsplit(url)
+    credentials = f"{parts.username or ''}:***@" if parts.password else ""
+    port = f":{parts.port}" if parts.port else ""
+    return f"{parts.scheme}://{credentials}{parts.hostname or ''}{port}{parts.path}"
+
+
+def check_url(url: str) -> None:
+    """ValueError naming what is wrong with a redis:// or rediss:// URL (never echoing its password)."""
+    shown = redacted_or_raw(url)
+    parts = urlsplit(url)
+    try:
+        parts.port  # noqa: B018  (urlsplit checks the port only when asked)
+    except ValueError as error:
+        raise ValueError(f"store URL {shown!r}: {error} (write redis://HOST:PORT/DB)") from None
+    if not parts.hostname:
+        raise ValueError(f"store URL {shown!r}: names no host (write redis://HOST:PORT/DB)")
+    if parts.path not in ("", "/") and not parts.path[1:].isdigit():
+        raise ValueError(f"store URL {shown!r}: the path must be a database number such as /0")
+    try:
+        pool = redis.ConnectionPool.from_url(url)
+        # Builds (does not connect) a connection, which refuses options it does not know.
+        pool.connection_class(**pool.connection_kwargs)
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"store URL {shown!r}: {error}") from None
+
+
+def redacted_or_raw(url: str) -> str:
+    try:
+        return redacted(url)
+    except ValueError:  # an unparseable port: show only the scheme
+        return f"{urlsplit(url).scheme}://..."
+
+
+@dataclass(frozen=True)
+class Outage:
+    since: float  # wall clock, for people
+    error: str
+    retry_at: float  # monotonic
+
+
+class RedisStore(Store):
+    def __init__(self, url: str, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.where = redacted(url)
+        # No retries inside redis-py: a retried EXEC could apply a write twice,
+        # and the poll path has its own answer to an unreachable Redis.
+        self._redis = redis.Redis.from_url(
+            url, decode_responses=True, retry=Retry(NoBackoff(), 0), **CONNECTION_DEFAULTS
+        )
+        self._outage: Outage | None = None
+        self._outage_lock = threading.Lock()
+        # What this process last read or wrote, answered while Redis is away.
+        self._known_versions: dict[str, str | None] = {}
+        self._known_services: dict[str, Service | None] = {}
+
+    # -- reads -------------------------------------------------------------
+    def version(self, name: str) -> str | None:
+        return self._read_or_recall(name, lambda: self._redis.hget(service_key(name), "version"), self._known_versions)
+
+    def get(self, name: str) -> Service | None:
+        def read() -> Service | None:
+            record = self._redis.hget(service_key(name), "record")
+            return None if record is None else load_service(record)
+
+        return self._read_or_recall(name, read, self._known_services)
+
+    def services(self) -> list[Service]:
+        def read() -> list[Service]:
+            names = self._redis.zrange(NAMES, 0, -1)
+            with self._redis.pipeline(transaction=False) as pipe:
+                for name in names:
+                    pipe.hget(service_key(name), "record")
+                records = pipe.execute()
+            # A service deleted between the two round trips is simply not listed.
+            return [load_service(record) for record in records if record is not None]
+
+        return self._read(read)
+
+    def due_for_expiry(self, now: float) -> list[str]:
+        return self._read(lambda: self._redis.zrangebyscore(DEADLINES, "-inf", now))
+
+    def ping(self) -> None:
+        self._read(self._redis.ping)
+
+    def close(self) -> None:
+        self._redis.close()
+
+    # -- writes ------------------------------------------------------------
+    def _atomically(self, name: str, step: Callable) -> Change:
+        key = service_key(name)
+        give_up_at = time.monotonic() + COMMIT_PATIENCE
+        with self._redis.pipeline() as pipe:
+            while True:
+                try:
+                    pipe.watch(key)
+                    record, version_before = pipe.hmget(key, "record", "version")
+                except redis.RedisError as error:
+                    raise self._lost(error) from error
+                current = None if record is None else load_service(record)
+                after, version_after = step(current)
+                if after is current:
+                    pipe.reset()
+                    return Change(name, current, current, version_before, version_before)
+                pipe.multi()
+                self._queue_write(pipe, name, after, version_after)
+                try:
+                    pipe.execute()
+                    break
+                except redis.WatchError:
+                    pass  # another writer changed the service first: run the step again on its state
+                except (redis.ConnectionError, redis.TimeoutError) as error:
+                    # The EXEC may have reached Redis before the connection broke.
+                    if self._landed(key, after, version_after, error):
+                        break
+                except redis.RedisError as error:
+                    raise StoreUnavailable(f"{self.where} refused the write ({error})") from error
+                if time.monotonic() > give_up_at:
+                    raise StoreUnavailable(
+                        f"{self.where}: service {name!r} kept changing under concurrent writers for "
+                        f"{COMMIT_PATIENCE:.0f}s; nothing was changed, retry"
+                    )
+        self._reached()
+        self._known_services[name] = after
+        self._known_versions[name] = version_after
+        return Change(name, current, after, version_before, version_after)
+
+    @staticmethod
+    def _queue_write(pipe, name: str, after: Service | None, version: str | None) -> None:
+        key = service_key(name)
+        if after is None:
+            pipe.delete(key)
+            pipe.zrem(NAMES, name)
+            pipe.zrem(DEADLINES, name)
+            return
+        pipe.hset(key, mapping={"record": dump_service(after), "version": version})
+        pipe.zadd(NAMES, {name: 0})
+        if after.next_expiry is None:
+            pipe.zrem(DEADLINES, name)
+        else:
+            pipe.zadd(DEADLINES, {name: after.next_expiry})
+
+    def _landed(self, key: str, after: Service | None, version: str | None, error: redis.RedisError) -> bool:
+        """After EXEC failed in flight: whether Redis applied it (True), or did not and the step may run again.
+
+        Raises CommitOutcomeUnknown when Redis cannot be asked.
+        """
+        try:
+            record, stored_version = self._redis.hmget(key, "record", "version")
+        except redis.RedisError:
+            self._lost(error)
+            raise CommitOutcomeUnknown(
+                f"{self.where} became unreachable while committing ({error}); the change may have been "
+                "applied: read the service before retrying"
+            ) from error
+        if after is None:
+            return record is None
+        return record == dump_service(after) and stored_version == version
+
+    # -- outages -------------------------------------------------------------
+    def _read(self, read: Callable[[], T]) -> T:
+        """A read that must be current: StoreUnavailable when Redis cannot answer."""
+        try:
+            result = read()
+        except redis.RedisError as error:
+            raise self._lost(error) from error
+        self._reached()
+        return result
+
+    def _read_or_recall(self, name: str, read: Callable[[], T], known: dict[str, T]) -> T:
+        """A poll-path read: from Redis when it answers, else what this process last knew."""
+        outage = self._outage
+        if outage is None or time.monotonic() >= outage.retry_at:
+            try:
+                value = self._read(read)
+            except StoreUnavailable:
+                pass
+            else:
+                known[name] = value
+                return value
+        try:
+            return known[name]
+        except KeyError:
+            raise StoreUnavailable(
+                f"{self.unavailable_reason()}; this worker never read {name!r}, so it has nothing to answer with"
+            ) from None
+
+    def _lost(self, error: redis.RedisError) -> StoreUnavailable:
+        with self._outage_lock:
+            started = self._outage is None
+            since = time.time() if started else self._outage.since
+            self._outage = Outage(since, f"{type(error).__name__}: {error}", time.monotonic() + RETRY_AFTER_OUTAGE)
+        if started:
+            log.warning(
+                "redis store %s unreachable (%s): discovery answers from the last state this worker read "
+                "(%d names), writes answer 503",
+                self.where,
+                error,
+                len(self._known_versions),
+            )
+        return StoreUnavailable(self.unavailable_reason())
+
+    def _reached(self) -> None:
+        if self._outage is None:
+            return
+        with self._outage_lock:
+            outage, self._outage = self._outage, None
+        if outage is not None:
+            log.warning("redis store %s reachable again after %.1fs", self.where, time.time() - outage.since)
+
+    def unavailable_reason(self) -> str:
+        outage = self._outage
+        if outage is None:
+            return f"{self.where} is reachable"
+        since = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(outage.since))
+        return (
+            f"{self.where} unreachable since {since} ({outage.error}); discovery answers from the last "
+            f"state this worker read ({len(self._known_versions)} names)"
+        )
