@@ -7,6 +7,7 @@ import signal
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import redis
 
@@ -30,7 +31,7 @@ class RedisServer:
 
     @property
     def url(self) -> str:
-        credentials = f":{self.password}@" if self.password else ""
+        credentials = f":{quote(self.password, safe='')}@" if self.password else ""
         if self.tls_files:
             return f"rediss://{credentials}127.0.0.1:{self.port}/0?ssl_ca_certs={self.tls_files['ca']}"
         return f"redis://{credentials}127.0.0.1:{self.port}/0"

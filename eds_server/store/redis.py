@@ -167,12 +167,15 @@ class RedisStore(Store):
                 try:
                     pipe.execute()
                     break
-                except redis.WatchError:
-                    pass  # another writer changed the service first: run the step again on its state
-                except (redis.ConnectionError, redis.TimeoutError) as error:
-                    # The EXEC may have reached Redis before the connection broke.
-                    if self._landed(key, after, version_after, error):
-                        break
+                except redis.WatchError as error:
+                    # redis-py reports a connection lost while keys are watched as a WatchError
+                    # caused by it; the EXEC may have reached Redis before the connection broke.
+                    lost = error.__context__
+                    if isinstance(lost, (redis.ConnectionError, redis.TimeoutError)):
+                        if self._landed(key, after, version_after, lost):
+                            break
+                    # Otherwise another writer changed the service first (or the EXEC never
+                    # ran): run the step again on the current state.
                 except redis.RedisError as error:
                     raise StoreUnavailable(f"{self.where} refused the write ({error})") from error
                 if time.monotonic() > give_up_at:
