@@ -14,7 +14,7 @@ from eds_server.model import Host, Service, parse_host
 from eds_server.store import CommitOutcomeUnknown, StoreUnavailable, check_store_url, open_store
 from eds_server.xds import version_of
 
-from .processes import free_port
+from .processes import free_port, wait_until
 
 
 def host(ip, port=80, **fields):
@@ -24,6 +24,11 @@ def host(ip, port=80, **fields):
 def replicas(url, clock, count=2):
     """`count` stores on one Redis, as `count` replicas (or workers) hold them."""
     return [open_store(url, version_of, clock=clock) for _ in range(count)]
+
+
+def close_all(*stores):
+    for store in stores:
+        store.close()
 
 
 def run_together(*targets):
@@ -79,16 +84,18 @@ def test_an_expiry_raced_by_every_replica_happens_once(redis_url, clock):
 
 def test_while_redis_is_away_polls_read_the_last_state_and_writes_fail(redis_server, clock):
     server = redis_server()
-    store = open_store(server.url, version_of, clock=clock)
+    store, other_replica = replicas(server.url, clock)
     store.update("web", lambda s: Service("web", (host("10.0.0.1"), host("10.0.0.2"))))
+    store.update("api", lambda s: Service("api", (host("10.0.0.9"),)))
+    store.update("api", lambda s: None)
     version, service = store.version("web"), store.get("web")
-    assert store.version("unknown") is None
+    # Every replica follows every change, whether or not it was asked for that service.
+    wait_until(lambda: other_replica._mirror == store._mirror and "web" in store._mirror, 5, what="mirrors agree")
 
     server.stop()
-    assert store.version("web") == version and store.get("web") == service
-    assert store.version("unknown") is None  # known to be absent: Envoy is told "no endpoints" as before
-    with pytest.raises(StoreUnavailable, match="never read 'never-asked'"):
-        store.version("never-asked")
+    for replica in (store, other_replica):
+        assert replica.version("web") == version and replica.get("web") == service
+        assert replica.version("api") is None and replica.get("api") is None  # deleted: still "no endpoints"
     with pytest.raises(StoreUnavailable, match="unreachable since"):
         store.update("web", lambda s: s.with_host(host("10.0.0.3"))[0])
     with pytest.raises(StoreUnavailable):
@@ -98,8 +105,10 @@ def test_while_redis_is_away_polls_read_the_last_state_and_writes_fail(redis_ser
 
     server.start()  # same port, same AOF directory
     store.ping()
-    store.update("web", lambda s: s.with_host(host("10.0.0.3"))[0])
+    other_replica.update("web", lambda s: s.with_host(host("10.0.0.3"))[0])
     assert [h.ip_address for h in store.get("web").hosts] == ["10.0.0.1", "10.0.0.2", "10.0.0.3"]
+    wait_until(lambda: store._mirror == other_replica._mirror and len(store._mirror) == 1, 5, what="mirrors follow")
+    close_all(store, other_replica)
 
 
 def test_a_replica_started_while_redis_is_away_answers_503_then_recovers(redis_server, clock):

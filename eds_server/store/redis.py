@@ -13,12 +13,17 @@ between, EXEC fails and the step runs again on the new state. Nothing is ever
 lost, and an expiry that two replicas race to apply is re-checked on the state
 the winner left, so it happens once.
 
-When Redis cannot be reached, the poll path's reads (`version`, `get`) answer
-from what this process last read or wrote, so Envoy keeps getting the same
-answers; everything else (writes, listings, TTL sweeps, `ping`) raises
-StoreUnavailable. After a failure the poll path waits RETRY_AFTER_OUTAGE
-before it tries Redis again, so a Redis that hangs delays one poll per worker
-and second, not every poll.
+Every store also keeps a mirror of the whole registry in memory, followed
+by a thread subscribed to the changes every write publishes (in the same
+MULTI/EXEC), and reloaded whole whenever that subscription is (re)made. Polls
+still read their version from Redis (one HGET) while it answers, so a write on
+any replica is served by every replica on its very next poll; the mirror is
+what they answer from while Redis cannot be reached, and because every
+worker of every replica follows the same stream of changes, they all answer
+the same last state (Envoy does not flip between replicas). Everything else
+(writes, listings, TTL sweeps, `ping`) raises StoreUnavailable then. After a
+failure the poll path waits RETRY_AFTER_OUTAGE before it tries Redis again,
+so a Redis that hangs delays one poll per worker and second, not every poll.
 """
 
 from __future__ import annotations
@@ -43,10 +48,14 @@ log = logging.getLogger("eds_server.store.redis")
 PREFIX = "eds:"
 NAMES = PREFIX + "names"
 DEADLINES = PREFIX + "deadlines"
+# Pub/sub channels are not per database: the channel names the database.
+CHANGES = PREFIX + "changes:{db}"
 # Defaults a URL may override (`?socket_timeout=5`): short, because a poll
 # waiting on a dead Redis is a poll Envoy times out on.
 CONNECTION_DEFAULTS: dict[str, Any] = {"socket_connect_timeout": 1.0, "socket_timeout": 2.0}
 RETRY_AFTER_OUTAGE = 1.0
+# How often the change follower checks that its subscription is alive.
+FOLLOWER_TICK = 1.0
 # How long a write keeps retrying while other writers win the same service.
 COMMIT_PATIENCE = 10.0
 
@@ -108,34 +117,27 @@ class RedisStore(Store):
         self._redis = redis.Redis.from_url(
             url, decode_responses=True, retry=Retry(NoBackoff(), 0), **CONNECTION_DEFAULTS
         )
+        self._changes = CHANGES.format(db=self._redis.connection_pool.connection_kwargs.get("db", 0))
         self._outage: Outage | None = None
         self._outage_lock = threading.Lock()
-        # What this process last read or wrote, answered while Redis is away.
-        self._known_versions: dict[str, str | None] = {}
-        self._known_services: dict[str, Service | None] = {}
+        # name -> (record JSON, version): the registry as last followed; None until first loaded.
+        # Only the follower thread writes it.
+        self._mirror: dict[str, tuple[str, str]] | None = None
+        self._resync = threading.Event()
+        self._closed = threading.Event()
+        self._follower = threading.Thread(target=self._follow, name="eds-redis-follower", daemon=True)
+        self._follower.start()
 
     # -- reads -------------------------------------------------------------
     def version(self, name: str) -> str | None:
-        return self._read_or_recall(name, lambda: self._redis.hget(service_key(name), "version"), self._known_versions)
+        return self._read_or_recall(lambda: self._redis.hget(service_key(name), "version"), name, 1)
 
     def get(self, name: str) -> Service | None:
-        def read() -> Service | None:
-            record = self._redis.hget(service_key(name), "record")
-            return None if record is None else load_service(record)
-
-        return self._read_or_recall(name, read, self._known_services)
+        record = self._read_or_recall(lambda: self._redis.hget(service_key(name), "record"), name, 0)
+        return None if record is None else load_service(record)
 
     def services(self) -> list[Service]:
-        def read() -> list[Service]:
-            names = self._redis.zrange(NAMES, 0, -1)
-            with self._redis.pipeline(transaction=False) as pipe:
-                for name in names:
-                    pipe.hget(service_key(name), "record")
-                records = pipe.execute()
-            # A service deleted between the two round trips is simply not listed.
-            return [load_service(record) for record in records if record is not None]
-
-        return self._read(read)
+        return [load_service(record) for record, _ in self._read(self._load_all).values()]
 
     def due_for_expiry(self, now: float) -> list[str]:
         return self._read(lambda: self._redis.zrangebyscore(DEADLINES, "-inf", now))
@@ -144,7 +146,8 @@ class RedisStore(Store):
         self._read(self._redis.ping)
 
     def close(self) -> None:
-        self._redis.close()
+        self._closed.set()  # the follower ends within FOLLOWER_TICK and releases its own connection
+        self._redis.connection_pool.disconnect(inuse_connections=False)
 
     # -- writes ------------------------------------------------------------
     def _atomically(self, name: str, step: Callable) -> Change:
@@ -184,13 +187,11 @@ class RedisStore(Store):
                         f"{COMMIT_PATIENCE:.0f}s; nothing was changed, retry"
                     )
         self._reached()
-        self._known_services[name] = after
-        self._known_versions[name] = version_after
         return Change(name, current, after, version_before, version_after)
 
-    @staticmethod
-    def _queue_write(pipe, name: str, after: Service | None, version: str | None) -> None:
+    def _queue_write(self, pipe, name: str, after: Service | None, version: str | None) -> None:
         key = service_key(name)
+        pipe.publish(self._changes, name)  # delivered at EXEC, only if the transaction runs
         if after is None:
             pipe.delete(key)
             pipe.zrem(NAMES, name)
@@ -202,6 +203,49 @@ class RedisStore(Store):
             pipe.zrem(DEADLINES, name)
         else:
             pipe.zadd(DEADLINES, {name: after.next_expiry})
+
+    # -- the mirror ------------------------------------------------------------
+    def _follow(self) -> None:
+        """Keep the mirror: subscribe, load everything, then re-read each service named by a change."""
+        while not self._closed.is_set():
+            try:
+                with self._redis.pubsub(ignore_subscribe_messages=True) as pubsub:
+                    pubsub.subscribe(self._changes)
+                    self._reached()
+                    self._resync.clear()
+                    # Subscribed before loading: a change made meanwhile is read again after.
+                    self._mirror = self._load_all()
+                    while not self._closed.is_set() and not self._resync.is_set():
+                        message = pubsub.get_message(timeout=FOLLOWER_TICK)
+                        if message is not None and message["type"] == "message":
+                            self._load_one(message["data"])
+            except redis.RedisError as error:
+                if not self._closed.is_set():
+                    self._lost(error)
+                self._closed.wait(RETRY_AFTER_OUTAGE)
+            except Exception:  # a follower that died silently would leave the mirror behind for good
+                log.exception("following redis changes failed; starting again")
+                self._closed.wait(RETRY_AFTER_OUTAGE)
+
+    def _load_all(self) -> dict[str, tuple[str, str]]:
+        """name -> (record, version) of every service, in name order (a service deleted meanwhile is left out)."""
+        names = self._redis.zrange(NAMES, 0, -1)
+        with self._redis.pipeline(transaction=False) as pipe:
+            for name in names:
+                pipe.hmget(service_key(name), "record", "version")
+            entries = pipe.execute()
+        return {
+            name: (record, version)
+            for name, (record, version) in zip(names, entries, strict=True)
+            if record is not None
+        }
+
+    def _load_one(self, name: str) -> None:
+        record, version = self._redis.hmget(service_key(name), "record", "version")
+        if record is None:
+            self._mirror.pop(name, None)
+        else:
+            self._mirror[name] = (record, version)
 
     def _landed(self, key: str, after: Service | None, version: str | None, error: redis.RedisError) -> bool:
         """After EXEC failed in flight: whether Redis applied it (True), or did not and the step may run again.
@@ -230,23 +274,22 @@ class RedisStore(Store):
         self._reached()
         return result
 
-    def _read_or_recall(self, name: str, read: Callable[[], T], known: dict[str, T]) -> T:
-        """A poll-path read: from Redis when it answers, else what this process last knew."""
+    def _read_or_recall(self, read: Callable[[], T], name: str, field: int) -> T:
+        """A poll-path read: from Redis when it answers, else field `field` of the mirrored entry."""
         outage = self._outage
         if outage is None or time.monotonic() >= outage.retry_at:
             try:
-                value = self._read(read)
+                return self._read(read)
             except StoreUnavailable:
                 pass
-            else:
-                known[name] = value
-                return value
-        try:
-            return known[name]
-        except KeyError:
+        mirror = self._mirror
+        if mirror is None:
             raise StoreUnavailable(
-                f"{self.unavailable_reason()}; this worker never read {name!r}, so it has nothing to answer with"
-            ) from None
+                f"{self.unavailable_reason()}; this worker has not loaded the registry yet, so it has nothing "
+                "to answer with"
+            )
+        entry = mirror.get(name)
+        return None if entry is None else entry[field]
 
     def _lost(self, error: redis.RedisError) -> StoreUnavailable:
         with self._outage_lock:
@@ -255,11 +298,11 @@ class RedisStore(Store):
             self._outage = Outage(since, f"{type(error).__name__}: {error}", time.monotonic() + RETRY_AFTER_OUTAGE)
         if started:
             log.warning(
-                "redis store %s unreachable (%s): discovery answers from the last state this worker read "
-                "(%d names), writes answer 503",
+                "redis store %s unreachable (%s): discovery answers from the last state this worker followed "
+                "(%s services), writes answer 503",
                 self.where,
                 error,
-                len(self._known_versions),
+                "no" if self._mirror is None else len(self._mirror),
             )
         return StoreUnavailable(self.unavailable_reason())
 
@@ -270,13 +313,16 @@ class RedisStore(Store):
             outage, self._outage = self._outage, None
         if outage is not None:
             log.warning("redis store %s reachable again after %.1fs", self.where, time.time() - outage.since)
+            # Changes published while this worker could not hear them are only in Redis.
+            self._resync.set()
 
     def unavailable_reason(self) -> str:
         outage = self._outage
         if outage is None:
             return f"{self.where} is reachable"
         since = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(outage.since))
+        followed = "no" if self._mirror is None else len(self._mirror)
         return (
             f"{self.where} unreachable since {since} ({outage.error}); discovery answers from the last "
-            f"state this worker read ({len(self._known_versions)} names)"
+            f"state this worker followed ({followed} services)"
         )
