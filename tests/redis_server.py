@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import signal
 from dataclasses import dataclass, field
@@ -69,6 +70,13 @@ class RedisServer:
         if self.process is not None:
             stop(self.process)
             self.process = None
+
+    def pause(self) -> None:
+        """SIGSTOP: a Redis that hangs (connections open, no answers) until `resume`."""
+        os.kill(self.process.pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        os.kill(self.process.pid, signal.SIGCONT)
 
     def crash(self) -> None:
         """SIGKILL: no chance to flush anything; only what was fsynced survives."""

@@ -111,6 +111,27 @@ def test_while_redis_is_away_polls_read_the_last_state_and_writes_fail(redis_ser
     close_all(store, other_replica)
 
 
+def test_a_hung_redis_is_waited_for_once_then_the_mirror_answers(redis_server, clock):
+    server = redis_server()
+    store = open_store(server.url, version_of, clock=clock)
+    store.update("web", lambda s: Service("web", (host("10.0.0.1"),)))
+    version = store.version("web")
+    wait_until(lambda: store._mirror and "web" in store._mirror, 5, what="the mirror loaded")
+    server.pause()
+    try:
+        assert store.version("web") == version  # after the socket timeout
+        assert "TimeoutError" in store.unavailable_reason()
+        assert store.version("web") == version  # without asking Redis: within RETRY_AFTER_TIMEOUT
+        with pytest.raises(StoreUnavailable):
+            store.update("web", lambda s: None)
+    finally:
+        server.resume()
+    wait_until(lambda: store.ping() is None, 5, what="ping answered")
+    store.update("web", lambda s: None)
+    assert store.version("web") is None
+    store.close()
+
+
 def test_a_replica_started_while_redis_is_away_answers_503_then_recovers(redis_server, clock):
     server = redis_server()
     port = server.port

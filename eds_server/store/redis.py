@@ -21,9 +21,11 @@ any replica is served by every replica on its very next poll; the mirror is
 what they answer from while Redis cannot be reached, and because every
 worker of every replica follows the same stream of changes, they all answer
 the same last state (Envoy does not flip between replicas). Everything else
-(writes, listings, TTL sweeps, `ping`) raises StoreUnavailable then. After a
-failure the poll path waits RETRY_AFTER_OUTAGE before it tries Redis again,
-so a Redis that hangs delays one poll per worker and second, not every poll.
+(writes, listings, TTL sweeps, `ping`) raises StoreUnavailable then. A poll
+tries Redis again each time while it refuses connections (that costs little,
+and the first poll after it returns is fresh again); after a timeout the poll
+path waits RETRY_AFTER_TIMEOUT before the next try, so a Redis that hangs
+delays one poll per worker and second, not every poll.
 """
 
 from __future__ import annotations
@@ -52,8 +54,10 @@ DEADLINES = PREFIX + "deadlines"
 CHANGES = PREFIX + "changes:{db}"
 # Defaults a URL may override (`?socket_timeout=5`): short, because a poll
 # waiting on a dead Redis is a poll Envoy times out on.
-CONNECTION_DEFAULTS: dict[str, Any] = {"socket_connect_timeout": 1.0, "socket_timeout": 2.0}
-RETRY_AFTER_OUTAGE = 1.0
+CONNECTION_DEFAULTS: dict[str, Any] = {"socket_connect_timeout": 0.5, "socket_timeout": 1.0}
+RETRY_AFTER_TIMEOUT = 1.0
+# How long the change follower waits before subscribing again after a failure.
+RESUBSCRIBE_AFTER = 1.0
 # How often the change follower checks that its subscription is alive.
 FOLLOWER_TICK = 1.0
 # How long a write keeps retrying while other writers win the same service.
@@ -222,10 +226,10 @@ class RedisStore(Store):
             except redis.RedisError as error:
                 if not self._closed.is_set():
                     self._lost(error)
-                self._closed.wait(RETRY_AFTER_OUTAGE)
+                self._closed.wait(RESUBSCRIBE_AFTER)
             except Exception:  # a follower that died silently would leave the mirror behind for good
                 log.exception("following redis changes failed; starting again")
-                self._closed.wait(RETRY_AFTER_OUTAGE)
+                self._closed.wait(RESUBSCRIBE_AFTER)
 
     def _load_all(self) -> dict[str, tuple[str, str]]:
         """name -> (record, version) of every service, in name order (a service deleted meanwhile is left out)."""
@@ -250,19 +254,25 @@ class RedisStore(Store):
     def _landed(self, key: str, after: Service | None, version: str | None, error: redis.RedisError) -> bool:
         """After EXEC failed in flight: whether Redis applied it (True), or did not and the step may run again.
 
-        Raises CommitOutcomeUnknown when Redis cannot be asked.
+        Raises CommitOutcomeUnknown when that cannot be known: Redis cannot be
+        asked, or the EXEC timed out (it may still be waiting in Redis's input).
         """
         try:
             record, stored_version = self._redis.hmget(key, "record", "version")
         except redis.RedisError:
             self._lost(error)
-            raise CommitOutcomeUnknown(
-                f"{self.where} became unreachable while committing ({error}); the change may have been "
-                "applied: read the service before retrying"
-            ) from error
-        if after is None:
-            return record is None
-        return record == dump_service(after) and stored_version == version
+            raise self._outcome_unknown(error) from error
+        if record == (None if after is None else dump_service(after)) and (after is None or stored_version == version):
+            return True
+        if isinstance(error, redis.TimeoutError):
+            raise self._outcome_unknown(error) from error
+        return False
+
+    def _outcome_unknown(self, error: redis.RedisError) -> CommitOutcomeUnknown:
+        return CommitOutcomeUnknown(
+            f"{self.where} stopped answering while committing ({error}); the change may have been "
+            "applied: read the service before retrying"
+        )
 
     # -- outages -------------------------------------------------------------
     def _read(self, read: Callable[[], T]) -> T:
@@ -295,7 +305,8 @@ class RedisStore(Store):
         with self._outage_lock:
             started = self._outage is None
             since = time.time() if started else self._outage.since
-            self._outage = Outage(since, f"{type(error).__name__}: {error}", time.monotonic() + RETRY_AFTER_OUTAGE)
+            pause = RETRY_AFTER_TIMEOUT if isinstance(error, redis.TimeoutError) else 0.0
+            self._outage = Outage(since, f"{type(error).__name__}: {error}", time.monotonic() + pause)
         if started:
             log.warning(
                 "redis store %s unreachable (%s): discovery answers from the last state this worker followed "
