@@ -262,7 +262,7 @@ class RedisStore(Store):
         except redis.RedisError:
             self._lost(error)
             raise self._outcome_unknown(error) from error
-        if record == (None if after is None else dump_service(after)) and (after is None or stored_version == version):
+        if (record, stored_version) == ((None, None) if after is None else (dump_service(after), version)):
             return True
         if isinstance(error, redis.TimeoutError):
             raise self._outcome_unknown(error) from error
