@@ -66,9 +66,7 @@ def test_redis_away_polls_keep_their_answers_writes_503_then_everything_resumes(
     assert "unreachable" in replicas[0].log_path.read_text()
 
     redis.start()
-    wait_until(
-        lambda: all(requests.get(f"{r.url}/readyz", timeout=5).ok for r in replicas), timeout=10, what="ready"
-    )
+    wait_until(lambda: all(requests.get(f"{r.url}/readyz", timeout=5).ok for r in replicas), timeout=10, what="ready")
     assert write(replicas[1], 9004).status_code == 201
     assert endpoints(poll(replicas[0])) == [9001, 9002, 9003, 9004]
     assert "reachable again" in replicas[0].log_path.read_text()
