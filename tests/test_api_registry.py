@@ -86,6 +86,7 @@ BAD_WRITES = [
     ("empty body", "PUT", "/edsservice/myservice", "", "body", "not valid JSON"),
     ("not utf-8", "PUT", "/edsservice/myservice", b"\xff\xfe", "body", "UTF-8"),
     ("NaN", "PUT", "/edsservice/myservice", '{"hosts": [{"ip_address": "10.0.0.1", "port": NaN}]}', "body", "NaN"),
+    ("deeply nested", "PUT", "/edsservice/myservice", "[" * 100_000, "body", "too deeply"),
     ("hosts not a list", "PUT", "/edsservice/myservice", '{"hosts": "10.0.0.1"}', "hosts", "list"),
     ("hosts missing", "PUT", "/edsservice/myservice", "{}", "hosts", "required"),
     (
