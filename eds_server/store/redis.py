@@ -58,8 +58,10 @@ CONNECTION_DEFAULTS: dict[str, Any] = {"socket_connect_timeout": 0.5, "socket_ti
 RETRY_AFTER_TIMEOUT = 1.0
 # How long the change follower waits before subscribing again after a failure.
 RESUBSCRIBE_AFTER = 1.0
-# How often the change follower checks that its subscription is alive.
+# How often the change follower checks whether it is asked to stop or to load everything again.
 FOLLOWER_TICK = 1.0
+# How long opening the store waits for the first load of the mirror.
+FIRST_LOAD_PATIENCE = 5.0
 # How long a write keeps retrying while other writers win the same service.
 COMMIT_PATIENCE = 10.0
 
@@ -129,8 +131,10 @@ class RedisStore(Store):
         self._mirror: dict[str, tuple[str, str]] | None = None
         self._resync = threading.Event()
         self._closed = threading.Event()
-        self._follower = threading.Thread(target=self._follow, name="eds-redis-follower", daemon=True)
-        self._follower.start()
+        self._first_try_done = threading.Event()
+        threading.Thread(target=self._follow, name="eds-redis-follower", daemon=True).start()
+        # A worker that serves before its first load could not answer polls in an outage.
+        self._first_try_done.wait(FIRST_LOAD_PATIENCE)
 
     # -- reads -------------------------------------------------------------
     def version(self, name: str) -> str | None:
@@ -219,6 +223,7 @@ class RedisStore(Store):
                     self._resync.clear()
                     # Subscribed before loading: a change made meanwhile is read again after.
                     self._mirror = self._load_all()
+                    self._first_try_done.set()
                     while not self._closed.is_set() and not self._resync.is_set():
                         message = pubsub.get_message(timeout=FOLLOWER_TICK)
                         if message is not None and message["type"] == "message":
@@ -226,10 +231,12 @@ class RedisStore(Store):
             except redis.RedisError as error:
                 if not self._closed.is_set():
                     self._lost(error)
-                self._closed.wait(RESUBSCRIBE_AFTER)
             except Exception:  # a follower that died silently would leave the mirror behind for good
                 log.exception("following redis changes failed; starting again")
-                self._closed.wait(RESUBSCRIBE_AFTER)
+            else:
+                continue  # asked to load everything again
+            self._first_try_done.set()
+            self._closed.wait(RESUBSCRIBE_AFTER)
 
     def _load_all(self) -> dict[str, tuple[str, str]]:
         """name -> (record, version) of every service, in name order (a service deleted meanwhile is left out)."""
