@@ -16,6 +16,8 @@ class Sweeper:
 
     Every worker runs one; the store re-checks each expiry inside its atomic
     step, so however many sweep at once, each host is removed exactly once.
+    The first sweep comes one interval after start: the server swept once
+    before its workers started (`server.start_up`).
     """
 
     def __init__(self, registry: Registry, interval: float):
@@ -33,7 +35,7 @@ class Sweeper:
 
     def _run(self) -> None:
         skipping = False  # say so once per outage, not every interval
-        while not self._stop.is_set():
+        while not self._stop.wait(self.interval):
             try:
                 self.registry.expire()
                 if skipping:
@@ -45,4 +47,3 @@ class Sweeper:
                 skipping = True
             except Exception:  # a sweeper that dies silently would leave dead hosts in Envoy forever
                 log.exception("TTL sweep failed; retrying in %ss", self.interval)
-            self._stop.wait(self.interval)

@@ -12,7 +12,7 @@ from urllib.parse import quote
 
 import redis
 
-from .processes import free_port, start, stop, wait_until
+from scripts.processes import free_port, start, stop, wait_until
 
 
 @dataclass

@@ -2,7 +2,8 @@
 
 import requests
 
-from .processes import wait_until
+from scripts.processes import wait_until
+
 from .test_server_process import add_host, assert_the_next_poll_serves_every_write, endpoints, poll
 
 

@@ -13,8 +13,7 @@ import trustme
 from eds_server.model import Host, Service, parse_host
 from eds_server.store import CommitOutcomeUnknown, StoreUnavailable, check_store_url, open_store
 from eds_server.xds import version_of
-
-from .processes import free_port, wait_until
+from scripts.processes import free_port, wait_until
 
 
 def host(ip, port=80, **fields):

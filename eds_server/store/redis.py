@@ -31,6 +31,7 @@ delays one poll per worker and second, not every poll.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -131,10 +132,9 @@ class RedisStore(Store):
         self._mirror: dict[str, tuple[str, str]] | None = None
         self._resync = threading.Event()
         self._closed = threading.Event()
-        self._first_try_done = threading.Event()
-        threading.Thread(target=self._follow, name="eds-redis-follower", daemon=True).start()
-        # A worker that serves before its first load could not answer polls in an outage.
-        self._first_try_done.wait(FIRST_LOAD_PATIENCE)
+        self._follow_lock = threading.Lock()
+        self._followed_in: int | None = None  # the process whose follower thread runs
+        self._follow_here()
 
     # -- reads -------------------------------------------------------------
     def version(self, name: str) -> str | None:
@@ -154,11 +154,13 @@ class RedisStore(Store):
         self._read(self._redis.ping)
 
     def close(self) -> None:
+        """Stop following and drop the connections; the next use opens them and follows again."""
         self._closed.set()  # the follower ends within FOLLOWER_TICK and releases its own connection
         self._redis.connection_pool.disconnect(inuse_connections=False)
 
     # -- writes ------------------------------------------------------------
     def _atomically(self, name: str, step: Callable) -> Change:
+        self._follow_here()
         key = service_key(name)
         give_up_at = time.monotonic() + COMMIT_PATIENCE
         with self._redis.pipeline() as pipe:
@@ -213,9 +215,25 @@ class RedisStore(Store):
             pipe.zadd(DEADLINES, {name: after.next_expiry})
 
     # -- the mirror ------------------------------------------------------------
-    def _follow(self) -> None:
+    def _follow_here(self) -> None:
+        """Follow the changes from this process: once per process (gunicorn forks its workers from
+        a master that used and closed the store, and threads do not cross a fork), again after close."""
+        if self._followed_in == os.getpid() and not self._closed.is_set():
+            return
+        with self._follow_lock:
+            if self._followed_in == os.getpid() and not self._closed.is_set():
+                return
+            self._closed, first_try_done = threading.Event(), threading.Event()
+            self._followed_in = os.getpid()
+            threading.Thread(
+                target=self._follow, args=(self._closed, first_try_done), name="eds-redis-follower", daemon=True
+            ).start()
+        # Answering before the first load would leave a worker nothing to answer with in an outage.
+        first_try_done.wait(FIRST_LOAD_PATIENCE)
+
+    def _follow(self, closed: threading.Event, first_try_done: threading.Event) -> None:
         """Keep the mirror: subscribe, load everything, then re-read each service named by a change."""
-        while not self._closed.is_set():
+        while not closed.is_set():
             try:
                 with self._redis.pubsub(ignore_subscribe_messages=True) as pubsub:
                     pubsub.subscribe(self._changes)
@@ -223,20 +241,20 @@ class RedisStore(Store):
                     self._resync.clear()
                     # Subscribed before loading: a change made meanwhile is read again after.
                     self._mirror = self._load_all()
-                    self._first_try_done.set()
-                    while not self._closed.is_set() and not self._resync.is_set():
+                    first_try_done.set()
+                    while not closed.is_set() and not self._resync.is_set():
                         message = pubsub.get_message(timeout=FOLLOWER_TICK)
                         if message is not None and message["type"] == "message":
                             self._load_one(message["data"])
             except redis.RedisError as error:
-                if not self._closed.is_set():
+                if not closed.is_set():
                     self._lost(error)
             except Exception:  # a follower that died silently would leave the mirror behind for good
                 log.exception("following redis changes failed; starting again")
             else:
                 continue  # asked to load everything again
-            self._first_try_done.set()
-            self._closed.wait(RESUBSCRIBE_AFTER)
+            first_try_done.set()
+            closed.wait(RESUBSCRIBE_AFTER)
 
     def _load_all(self) -> dict[str, tuple[str, str]]:
         """name -> (record, version) of every service, in name order (a service deleted meanwhile is left out)."""
@@ -284,6 +302,7 @@ class RedisStore(Store):
     # -- outages -------------------------------------------------------------
     def _read(self, read: Callable[[], T]) -> T:
         """A read that must be current: StoreUnavailable when Redis cannot answer."""
+        self._follow_here()
         try:
             result = read()
         except redis.RedisError as error:
@@ -293,6 +312,7 @@ class RedisStore(Store):
 
     def _read_or_recall(self, read: Callable[[], T], name: str, field: int) -> T:
         """A poll-path read: from Redis when it answers, else field `field` of the mirrored entry."""
+        self._follow_here()
         outage = self._outage
         if outage is None or time.monotonic() >= outage.retry_at:
             try:

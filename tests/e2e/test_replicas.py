@@ -5,7 +5,7 @@ import time
 
 import requests
 
-from ..processes import wait_until
+from scripts.processes import wait_until
 
 POLL_LINE = re.compile(r'"POST /v3/discovery:endpoints HTTP/1\.1" (\d{3})')
 
