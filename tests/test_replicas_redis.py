@@ -27,8 +27,8 @@ def test_a_ttl_expiry_is_applied_once_across_replicas(eds_server, redis_url):
 
 def test_redis_away_polls_keep_their_answers_writes_503_then_everything_resumes(eds_server, redis_server):
     redis = redis_server()
-    # One worker each: a worker started after Redis went away would have nothing to answer with,
-    # and with one, /healthz answering proves it started (and loaded the registry) before.
+    # One worker each, so that the writes below prove every worker loaded the registry
+    # (a worker that never used the store before Redis went away has nothing to answer with).
     replicas = [eds_server(store=redis.url, workers=1), eds_server(store=redis.url, workers=1)]
     for port in (9001, 9002, 9003):
         assert add_host(replicas[port % 2], port).status_code == 201
