@@ -321,10 +321,7 @@ class RedisStore(Store):
                 pass
         mirror = self._mirror
         if mirror is None:
-            raise StoreUnavailable(
-                f"{self.unavailable_reason()}; this worker has not loaded the registry yet, so it has nothing "
-                "to answer with"
-            )
+            raise StoreUnavailable(self.unavailable_reason())
         entry = mirror.get(name)
         return None if entry is None else entry[field]
 
@@ -335,13 +332,7 @@ class RedisStore(Store):
             pause = RETRY_AFTER_TIMEOUT if isinstance(error, redis.TimeoutError) else 0.0
             self._outage = Outage(since, f"{type(error).__name__}: {error}", time.monotonic() + pause)
         if started:
-            log.warning(
-                "redis store %s unreachable (%s): discovery answers from the last state this worker followed "
-                "(%s services), writes answer 503",
-                self.where,
-                error,
-                "no" if self._mirror is None else len(self._mirror),
-            )
+            log.warning("redis store %s unreachable (%s): %s; writes answer 503", self.where, error, self._fallback())
         return StoreUnavailable(self.unavailable_reason())
 
     def _reached(self) -> None:
@@ -359,8 +350,11 @@ class RedisStore(Store):
         if outage is None:
             return f"{self.where} is reachable"
         since = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(outage.since))
-        followed = "no" if self._mirror is None else len(self._mirror)
-        return (
-            f"{self.where} unreachable since {since} ({outage.error}); discovery answers from the last "
-            f"state this worker followed ({followed} services)"
-        )
+        return f"{self.where} unreachable since {since} ({outage.error}); {self._fallback()}"
+
+    def _fallback(self) -> str:
+        """What discovery does meanwhile, for people."""
+        mirror = self._mirror
+        if mirror is None:
+            return "this process has not loaded the registry, so discovery has nothing to answer with"
+        return f"discovery answers from the last state this process followed ({len(mirror)} services)"
