@@ -13,8 +13,8 @@ between, EXEC fails and the step runs again on the new state. Nothing is ever
 lost, and an expiry that two replicas race to apply is re-checked on the state
 the winner left, so it happens once.
 
-Every store also keeps a mirror of the whole registry in memory, followed
-by a thread subscribed to the changes every write publishes (in the same
+Every process using the store also keeps a mirror of the whole registry in
+memory, followed by a thread subscribed to the changes every write publishes (in the same
 MULTI/EXEC), and reloaded whole whenever that subscription is (re)made. Polls
 still read their version from Redis (one HGET) while it answers, so a write on
 any replica is served by every replica on its very next poll; the mirror is
@@ -172,8 +172,7 @@ class RedisStore(Store):
                     raise self._lost(error) from error
                 current = None if record is None else load_service(record)
                 after, version_after = step(current)
-                if after is current:
-                    pipe.reset()
+                if after is current:  # nothing to write (leaving `with` unwatches)
                     return Change(name, current, current, version_before, version_before)
                 pipe.multi()
                 self._queue_write(pipe, name, after, version_after)
