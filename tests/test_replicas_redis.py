@@ -4,6 +4,7 @@ import requests
 
 from scripts.processes import wait_until
 
+from .listing import registry_listing
 from .test_server_process import add_host, assert_the_next_poll_serves_every_write, endpoints, poll
 
 
@@ -63,14 +64,10 @@ def test_a_redis_crash_with_aof_keeps_every_host(eds_server, redis_server):
         hosts = [{"ip_address": f"10.0.{index}.{i}", "port": 8000 + i, "ttl": 3600} for i in range(1, 6)]
         assert requests.put(f"{replicas[index % 2].url}/edsservice/{name}", json={"hosts": hosts}, timeout=5).ok
     assert add_host(replicas[1], 9001).status_code == 201  # the last write, acknowledged just before the crash
-    before = requests.get(f"{replicas[0].url}/edsservice", timeout=5).json()
+    before = registry_listing(replicas[0].url)
 
     redis.crash()  # SIGKILL: only what was fsynced to the AOF survives
     redis.start()
-    after = wait_until(
-        lambda: (r := requests.get(f"{replicas[1].url}/edsservice", timeout=5)).ok and r.json(),
-        timeout=10,
-        what="the registry read back",
-    )
+    after = wait_until(lambda: registry_listing(replicas[1].url), timeout=10, what="the registry read back")
     assert after == before
     assert sum(len(s["hosts"]) for s in after) == 16
