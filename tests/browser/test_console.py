@@ -22,6 +22,21 @@ WEB_HOSTS = [
 ]
 
 
+def submit_host(form, fields: dict[str, str]) -> None:
+    """Fill the add-host form's fields (by their labels) and submit it."""
+    for label, value in fields.items():
+        field = form.get_by_label(label, exact=True)
+        if field.evaluate("element => element.tagName") == "SELECT":
+            field.select_option(value)
+        else:
+            field.fill(value)
+    form.get_by_role("button", name="Add host", exact=True).click()
+
+
+def host_of(url: str, service: str, port: int) -> dict:
+    return next(h for h in requests.get(f"{url}/edsservice/{service}", timeout=5).json()["hosts"] if h["port"] == port)
+
+
 def host_row(page, endpoint: str):
     return page.get_by_role("row").filter(has=page.get_by_role("rowheader", name=re.compile(re.escape(endpoint))))
 
@@ -124,10 +139,7 @@ def test_api_refusals_are_shown_with_the_apis_message_and_change_nothing(console
         ),
     ):
         assert expected.status_code == 400
-        form.get_by_label("Service", exact=True).fill("web")
-        form.get_by_label("IP address", exact=True).fill("10.0.0.9" if field == "Port" else value)
-        form.get_by_label("Port", exact=True).fill(value if field == "Port" else "80")
-        form.get_by_role("button", name="Add host", exact=True).click()
+        submit_host(form, {"Service": "web", "IP address": "10.0.0.9", "Port": "80", field: value})
         alert = page.get_by_role("alert")
         expect(alert).to_contain_text("The server answered 400")
         expect(alert).to_contain_text(expected.json()["message"])
@@ -145,32 +157,17 @@ def test_add_remove_and_delete_with_confirmation(console):
     page.get_by_role("button", name="Add a host to web", exact=True).click()
     expect(form.get_by_label("Service", exact=True)).to_have_value("web")
     expect(form.get_by_label("IP address", exact=True)).to_be_focused()
-    form.get_by_label("IP address", exact=True).fill("[::1]")
-    form.get_by_label("Port", exact=True).fill("9000")
-    form.get_by_label("Weight", exact=True).fill("7")
-    form.get_by_label("Zone (az)", exact=True).fill("local")
-    form.get_by_label("Canary", exact=True).select_option("yes")
-    form.get_by_role("button", name="Add host", exact=True).click()
+    submit_host(form, {"IP address": "[::1]", "Port": "9000", "Weight": "7", "Zone (az)": "local", "Canary": "yes"})
     expect(page.get_by_role("status")).to_contain_text("Added [::1]:9000 to web")
-    added = next(
-        h for h in requests.get(f"{console.url}/edsservice/web", timeout=5).json()["hosts"] if h["port"] == 9000
-    )
+    added = host_of(console.url, "web", 9000)
     assert added["ip_address"] == "::1"
     assert added["tags"] == {"az": "local", "canary": True, "load_balancing_weight": 7}
     expect(host_row(page, "[::1]:9000")).to_contain_text("canary")
 
     # The same host again with only a new weight: what the form leaves empty stays as it was.
-    form.get_by_label("IP address", exact=True).fill("::1")
-    form.get_by_label("Port", exact=True).fill("9000")
-    form.get_by_label("Weight", exact=True).fill("9")
-    form.get_by_label("Zone (az)", exact=True).fill("")
-    form.get_by_label("Canary", exact=True).select_option("")
-    form.get_by_role("button", name="Add host", exact=True).click()
+    submit_host(form, {"IP address": "::1", "Port": "9000", "Weight": "9", "Zone (az)": "", "Canary": ""})
     expect(page.get_by_role("status")).to_contain_text("Updated [::1]:9000 in web")
-    updated = next(
-        h for h in requests.get(f"{console.url}/edsservice/web", timeout=5).json()["hosts"] if h["port"] == 9000
-    )
-    assert updated["tags"] == {"az": "local", "canary": True, "load_balancing_weight": 9}
+    assert host_of(console.url, "web", 9000)["tags"] == {"az": "local", "canary": True, "load_balancing_weight": 9}
 
     remove = page.get_by_role("button", name="Remove [::1]:9000", exact=True)
     remove.click()
@@ -306,10 +303,7 @@ def test_axe_finds_no_accessibility_violations_light_and_dark_wide_and_narrow(co
         expect(host_row(page, "10.0.0.6:8002")).to_contain_text("DRAINING")
         assert console.accessibility_violations() == ""
 
-        form = page.get_by_role("region", name="Add a host", exact=True)
-        form.get_by_label("Service", exact=True).fill("web")
-        form.get_by_label("Port", exact=True).fill("70000")
-        form.get_by_role("button", name="Add host", exact=True).click()
+        submit_host(page.get_by_role("region", name="Add a host", exact=True), {"Service": "web", "Port": "70000"})
         expect(page.get_by_role("alert")).to_contain_text("refused")
         assert console.accessibility_violations() == ""
 
