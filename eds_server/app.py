@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from flask import Flask
 from flask_restx import Api
 
-from .api import discovery, ops, registry
+from .api import auth, discovery, ops, registry
 from .api.common import register_error_handlers
 from .registry import Limits, Registry
 from .settings import Settings
@@ -37,7 +37,9 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
     )
     app.extensions["eds"] = Services(
         settings=settings,
-        registry=Registry(store, Limits(max_hosts_per_service=settings.max_hosts_per_service)),
+        registry=Registry(
+            store, Limits(max_hosts_per_service=settings.max_hosts_per_service, max_services=settings.max_services)
+        ),
         discovery=Discovery(store, cache_size=settings.response_cache_size),
     )
     api = Api(
@@ -47,7 +49,9 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
         description="REST-JSON Endpoint Discovery Service for Envoy: register upstream hosts per service; "
         "Envoy polls POST /v3/discovery:endpoints.",
         doc="/",
+        authorizations=auth.AUTHORIZATIONS,
     )
+    auth.install(app, auth.Tokens.from_settings(settings))
     register_error_handlers(app, api)
     api.add_namespace(registry.ns)
     api.add_namespace(discovery.ns)

@@ -19,6 +19,7 @@ log = logging.getLogger("eds_server.registry")
 @dataclass(frozen=True)
 class Limits:
     max_hosts_per_service: int = 10_000
+    max_services: int = 10_000
 
 
 class Registry:
@@ -34,8 +35,28 @@ class Registry:
             )
         return service
 
+    def _within_limits(self, mutate):
+        """`mutate`, refused when its result passes a limit.
+
+        It runs inside the store's atomic step, so the count of services is the
+        one the write commits against: concurrent creates cannot pass the limit.
+        """
+
+        def bounded(current: Service | None) -> Service | None:
+            after = mutate(current)
+            if after is None or after is current:
+                return after
+            if current is None and self.store.count() >= self.limits.max_services:
+                raise LimitExceeded(
+                    f"service {after.name!r} cannot be created: the registry holds the maximum of "
+                    f"{self.limits.max_services} services (EDS_MAX_SERVICES); nothing was changed"
+                )
+            return self._bounded(after)
+
+        return bounded
+
     def _apply(self, operation: str, name: str, mutate, if_match: str | None, who: str) -> Change:
-        change = self.store.update(name, mutate, if_match=if_match)
+        change = self.store.update(name, self._within_limits(mutate), if_match=if_match)
         if change.before is not change.after:
             log.info(
                 "%s service=%s by=%s hosts=%s->%s version=%s->%s",
@@ -50,7 +71,7 @@ class Registry:
         return change
 
     def create(self, name: str, body: Any, who: str = "-") -> Change:
-        service = self._bounded(parse_service(name, body, self.store.clock()))
+        service = parse_service(name, body, self.store.clock())
 
         def create(current: Service | None) -> Service:
             if current is not None:
@@ -60,7 +81,7 @@ class Registry:
         return self._apply("create", name, create, None, who)
 
     def replace(self, name: str, body: Any, if_match: str | None = None, who: str = "-") -> Change:
-        service = self._bounded(parse_service(name, body, self.store.clock()))
+        service = parse_service(name, body, self.store.clock())
         return self._apply("replace", name, lambda current: service, if_match, who)
 
     def delete(self, name: str, if_match: str | None = None, who: str = "-") -> Change:
@@ -82,7 +103,7 @@ class Registry:
         def upsert(current: Service | None) -> Service:
             nonlocal created
             service, created = (current or Service(name)).with_host(host)
-            return self._bounded(service)
+            return service
 
         return self._apply("upsert-host", name, upsert, if_match, who), created
 

@@ -7,6 +7,7 @@ from typing import Any
 
 from gunicorn.app.base import BaseApplication
 
+from .api.auth import writes_open_warning
 from .app import create_app
 from .gunicorn_conf import gunicorn_options
 from .settings import Settings
@@ -46,4 +47,7 @@ class Server(BaseApplication):
 
 
 def serve(settings: Settings) -> None:
+    warning = writes_open_warning(settings)
+    if warning:
+        log.warning("\n%s\n%s\n%s", "!" * 78, warning, "!" * 78)
     Server(settings).run()

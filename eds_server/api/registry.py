@@ -6,6 +6,7 @@ from flask import request, url_for
 from flask_restx import Namespace, Resource, fields
 
 from ..model import HEALTH_STATUSES, NotFound, Service, parse_endpoint, validate_name
+from .auth import READ_SECURITY, WRITE_SECURITY
 from .common import caller, read_json, registry
 
 ns = Namespace("edsservice", description="Services and their upstream hosts", path="/edsservice")
@@ -73,6 +74,11 @@ error_model = ns.model(
     },
 )
 
+# Every call here may be refused by the token check (api/auth.py).
+AUTH_RESPONSES = {
+    401: ("no bearer token, and this call needs one (WWW-Authenticate: Bearer)", error_model),
+    403: ("the bearer token is not accepted for this call", error_model),
+}
 NAME_DOC = "service name: 1-128 characters of A-Z a-z 0-9 . _ -"
 IF_MATCH_DOC = {"If-Match": {"description": "ETag read earlier; 412 when the service changed since", "in": "header"}}
 
@@ -96,8 +102,9 @@ def answer(change, created_status: int = 201, status: int = 200):
 
 
 @ns.route("")
+@ns.doc(responses=AUTH_RESPONSES)
 class ServiceList(Resource):
-    @ns.doc("list_services")
+    @ns.doc("list_services", security=READ_SECURITY)
     @ns.response(200, "every service with its hosts", [service_output])
     def get(self):
         """Every service with its hosts."""
@@ -107,8 +114,9 @@ class ServiceList(Resource):
 @ns.route("/<string:name>", endpoint="edsservice_service")
 @ns.param("name", NAME_DOC)
 @ns.response(400, "invalid input: the field, value and rule are named", error_model)
+@ns.doc(responses=AUTH_RESPONSES)
 class ServiceItem(Resource):
-    @ns.doc("get_service")
+    @ns.doc("get_service", security=READ_SECURITY)
     @ns.response(200, "the service; its ETag is in the header", service_output)
     @ns.response(404, "no such service", error_model)
     def get(self, name):
@@ -119,7 +127,7 @@ class ServiceItem(Resource):
             raise NotFound(f"service {name!r} does not exist")
         return service_body(service), 200, {"ETag": f'"{service.etag}"'}
 
-    @ns.doc("create_service")
+    @ns.doc("create_service", security=WRITE_SECURITY)
     @ns.expect(service_input, validate=False)
     @ns.response(201, "created", service_output)
     @ns.response(409, "it exists already; PUT replaces it", error_model)
@@ -127,7 +135,7 @@ class ServiceItem(Resource):
         """Create a service with its hosts."""
         return answer(registry().create(name, read_json(), who=caller()))
 
-    @ns.doc("replace_service", params=IF_MATCH_DOC)
+    @ns.doc("replace_service", params=IF_MATCH_DOC, security=WRITE_SECURITY)
     @ns.expect(service_input, validate=False)
     @ns.response(200, "replaced", service_output)
     @ns.response(201, "created", service_output)
@@ -136,7 +144,7 @@ class ServiceItem(Resource):
         """Create a service or replace its whole host list (`{"hosts": []}` empties it)."""
         return answer(registry().replace(name, read_json(), request.headers.get("If-Match"), who=caller()))
 
-    @ns.doc("delete_service", params=IF_MATCH_DOC)
+    @ns.doc("delete_service", params=IF_MATCH_DOC, security=WRITE_SECURITY)
     @ns.response(204, "deleted; Envoy is told the service has no endpoints")
     @ns.response(404, "no such service", error_model)
     @ns.response(412, "If-Match did not match", error_model)
@@ -148,8 +156,9 @@ class ServiceItem(Resource):
 @ns.route("/<string:name>/hosts")
 @ns.param("name", NAME_DOC)
 @ns.response(400, "invalid input", error_model)
+@ns.doc(responses=AUTH_RESPONSES)
 class HostList(Resource):
-    @ns.doc("upsert_host", params=IF_MATCH_DOC)
+    @ns.doc("upsert_host", params=IF_MATCH_DOC, security=WRITE_SECURITY)
     @ns.expect(host_model, validate=False)
     @ns.response(201, "host added (the service is created when absent)", service_output)
     @ns.response(200, "host refreshed or replaced (a heartbeat)", service_output)
@@ -167,8 +176,9 @@ class HostList(Resource):
 @ns.response(400, "invalid input", error_model)
 @ns.response(404, "no such service or host", error_model)
 @ns.response(412, "If-Match did not match", error_model)
+@ns.doc(responses=AUTH_RESPONSES)
 class HostItem(Resource):
-    @ns.doc("patch_host", params=IF_MATCH_DOC)
+    @ns.doc("patch_host", params=IF_MATCH_DOC, security=WRITE_SECURITY)
     @ns.expect(
         ns.model(
             "HostPatch",
@@ -192,7 +202,7 @@ class HostItem(Resource):
             )
         )
 
-    @ns.doc("delete_host", params=IF_MATCH_DOC)
+    @ns.doc("delete_host", params=IF_MATCH_DOC, security=WRITE_SECURITY)
     @ns.response(204, "removed")
     def delete(self, name, endpoint):
         """Remove one host."""
