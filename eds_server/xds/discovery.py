@@ -98,9 +98,8 @@ def parse_request(api: str, body: bytes) -> DiscoveryRequest:
         raise InvalidInput([Problem("body", f"<{len(body)} bytes>", f"is not JSON: {error}")]) from None
     if not isinstance(data, dict):
         raise InvalidInput([Problem("body", type(data).__name__, "must be a JSON object (a DiscoveryRequest)")])
-    problems = _shape_problems(data, REQUEST_FIELDS[api], "")
     node = data.get("node") or {}
-    problems += _shape_problems(node, NODE_FIELDS[api], "node.")
+    problems = _shape_problems(data, REQUEST_FIELDS[api], "") or _shape_problems(node, NODE_FIELDS[api], "node.")
     if problems:
         raise InvalidInput(problems)
     type_url = data.get("type_url") or TYPE_URLS[api]
