@@ -10,7 +10,8 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from .model import AlreadyExists, LimitExceeded, NotFound, Service, parse_host, parse_service, validate_name
+from .model import AlreadyExists, Host, LimitExceeded, NotFound, Service, parse_host, parse_service, validate_name
+from .model.host import patched_host
 from .store import Change, Store
 
 log = logging.getLogger("eds_server.registry")
@@ -111,6 +112,9 @@ class Registry:
         self, name: str, key: tuple[str, int], patch: Any, if_match: str | None = None, who: str = "-"
     ) -> Change:
         validate_name(name)
+        # A patch that is invalid whatever the host refused before any precondition
+        # or lookup: bad input is a 400 even when If-Match or the host is wrong too.
+        patched_host(Host(*key), patch)
         now = self.store.clock()
         return self._apply(
             "patch-host",

@@ -108,3 +108,46 @@ def test_a_malformed_poll_is_a_400_naming_the_field(client, body, field):
     assert response.status_code == 400
     error = response.get_json()
     assert error["message"] and field in {p["field"] for p in error["errors"]}
+
+
+@pytest.mark.parametrize(
+    "method, path",
+    [
+        ("patch", "/edsservice/web/hosts/10.0.0.1:%C2%B2"),  # "²" passes str.isdigit() but not int()
+        ("delete", "/edsservice/web/hosts/10.0.0.1:%D9%A3"),  # an Arabic-Indic digit
+        ("get", "/edsservice/web%0A"),  # "$" in a Python pattern also matches before a final newline
+        ("put", "/edsservice/web%0A"),
+        ("get", "/v1/registration/web%0A"),
+    ],
+)
+def test_odd_characters_in_the_url_are_400_not_500(client, method, path):
+    response = getattr(client, method)(path, json={"hosts": []})
+    assert response.status_code == 400, response.get_data(as_text=True)
+    assert response.get_json()["errors"]
+
+
+def test_null_reads_as_not_given_in_every_optional_host_field(client):
+    nulls = {field: None for field in ("tags", "health_status", "priority", "hostname", "metadata", "ttl")}
+    response = client.put("/edsservice/web", json={"hosts": [{"ip_address": "10.0.0.1", "port": 80, **nulls}]})
+    assert response.status_code == 201
+    [host] = response.get_json()["hosts"]
+    assert host["health_status"] == "HEALTHY" and host["priority"] == 0 and "ttl" not in host
+    tags = {"canary": None, "load_balancing_weight": None, "az": None}
+    response = client.post("/edsservice/web/hosts", json={"ip_address": "10.0.0.2", "port": 80, "tags": tags})
+    assert response.status_code == 201
+    assert response.get_json()["hosts"][1]["tags"] == {"canary": False, "load_balancing_weight": 1}
+
+
+def test_a_duration_below_one_nanosecond_is_refused(client):
+    # It would render as "0s", and Envoy rejects endpoint_stale_after 0.
+    response = client.put("/edsservice/web", json={"hosts": [], "policy": {"endpoint_stale_after": 1e-10}})
+    assert response.status_code == 400
+    assert response.get_json()["errors"][0]["field"] == "policy.endpoint_stale_after"
+
+
+def test_an_invalid_patch_is_400_before_any_precondition(client):
+    client.put("/edsservice/web", json={"hosts": [{"ip_address": "10.0.0.1", "port": 80}]})
+    response = client.patch("/edsservice/web/hosts/10.0.0.1:80", json={"priority": -1}, headers={"If-Match": '"old"'})
+    assert response.status_code == 400
+    response = client.patch("/edsservice/ghost/hosts/10.0.0.1:80", json={"priority": 500})
+    assert response.status_code == 400

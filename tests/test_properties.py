@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 from envoy.api.v2 import discovery_pb2 as discovery_v2
@@ -33,7 +34,11 @@ PROTOS = {
     V3: (discovery_pb2.DiscoveryResponse, discovery_pb2.DiscoveryRequest, endpoint_pb2.ClusterLoadAssignment),
     V2: (discovery_v2.DiscoveryResponse, discovery_v2.DiscoveryRequest, eds_v2.ClusterLoadAssignment),
 }
-PROPERTY = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+PROPERTY = settings(
+    max_examples=int(os.environ.get("PROPERTY_EXAMPLES", "150")),
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
 
 json_scalars = st.one_of(
     st.none(), st.booleans(), st.integers(-(2**63), 2**63 - 1), st.floats(allow_nan=False), st.text(max_size=12)

@@ -77,7 +77,10 @@ def _envoy_version(node: dict[str, Any]) -> str:
 
 
 def _shape_problems(data: dict[str, Any], fields: dict[str, type], prefix: str) -> list[Problem]:
-    """Fields that DiscoveryRequest (or its node) does not have, or whose JSON type is wrong; null is a default."""
+    """Fields that DiscoveryRequest (or its node) does not have, or whose JSON type is wrong.
+
+    Envoy never sends null and the API document does not allow it: null is refused too.
+    """
     problems = []
     for key, value in data.items():
         kind = fields.get(key)
@@ -85,7 +88,7 @@ def _shape_problems(data: dict[str, Any], fields: dict[str, type], prefix: str) 
             problems.append(
                 Problem(prefix + key, "...", f"is not a field of {'Node' if prefix else 'DiscoveryRequest'}")
             )
-        elif value is not None and not isinstance(value, kind):
+        elif not isinstance(value, kind):
             problems.append(Problem(prefix + key, type(value).__name__, f"must be {JSON_TYPES[kind]}"))
     return problems
 
