@@ -1,8 +1,11 @@
 """Bearer tokens (SPEC section 7): writes need a write token, reads optionally a read token."""
 
 import logging
+import os
+import signal
 
 import pytest
+import requests
 from openapi_spec_validator import validate
 
 from eds_server import Settings, create_app
@@ -10,6 +13,8 @@ from eds_server.api.auth import bearer_token
 from eds_server.settings import SettingsError, load_settings
 from eds_server.store import open_store
 from eds_server.xds import version_of
+
+from .processes import wait_until
 
 WRITER, ROTATED, READER = "w-0123456789abcdef", "w-rotated-fedcba9876", "r-0123456789abcdef"
 HOST = {"ip_address": "10.0.0.5", "port": 8001}
@@ -191,3 +196,30 @@ def test_swagger_authorize_button_and_secured_operations(guarded):
     for key, op in operations.items():
         if not key[1].startswith("/edsservice"):
             assert "security" not in op, key
+
+
+def test_a_real_server_warns_when_writes_are_open(eds_server):
+    server = eds_server(workers=1)
+    assert "NO API TOKEN IS CONFIGURED" in server.log_path.read_text()
+
+
+def test_a_rotated_token_file_takes_effect_on_reload_and_no_token_is_logged(eds_server, tmp_path):
+    token_file = tmp_path / "tokens"
+    token_file.write_text(f"{WRITER}\n")
+    server = eds_server(env={"EDS_API_TOKEN_FILE": str(token_file)})
+
+    def put(token):
+        url = f"{server.url}/edsservice/web"
+        return requests.put(url, json={"hosts": []}, headers={**bearer(token), "Connection": "close"}, timeout=5)
+
+    assert put(WRITER).status_code in (200, 201)
+    assert put(ROTATED).status_code == 403
+    token_file.write_text(f"# rotated\n{ROTATED}\n")
+    # SIGHUP: gunicorn starts new workers, which read the file again; no restart, no dropped socket.
+    os.kill(server.process.pid, signal.SIGHUP)
+    wait_until(lambda: all(put(ROTATED).status_code == 200 for _ in range(6)), timeout=20, what="the rotated token")
+    assert put(WRITER).status_code == 403
+    log = server.log_path.read_text()
+    assert "NO API TOKEN" not in log and "bearer token not accepted" in log
+    for secret in (WRITER, ROTATED):
+        assert secret not in log

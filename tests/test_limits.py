@@ -151,3 +151,15 @@ def test_an_invalid_patch_is_400_before_any_precondition(client):
     assert response.status_code == 400
     response = client.patch("/edsservice/ghost/hosts/10.0.0.1:80", json={"priority": 500})
     assert response.status_code == 400
+
+
+def test_the_answer_cache_keeps_one_answer_per_request_however_many_writes(app, client):
+    # Every answer is the current version, so an older one is dead weight: a worker
+    # that kept each version would grow with every write (the soak measures it).
+    discovery = app.extensions["eds"].discovery
+    for port in range(1, 51):
+        client.post("/edsservice/web/hosts", json={"ip_address": "10.0.0.1", "port": port})
+        for names in (["web"], ["web", "api"]):
+            body = {"node": {"id": "n"}, "resource_names": names, "type_url": V3_TYPE}
+            assert client.post("/v3/discovery:endpoints", json=body).status_code == 200
+    assert len(discovery._cache) == 2

@@ -139,12 +139,15 @@ def empty_version(name: str) -> str:
 
 
 class Discovery:
-    """Answers polls for one worker, keeping the rendered bytes of recent versions."""
+    """Answers polls for one worker, keeping the rendered bytes of the current answer to recent requests."""
 
     def __init__(self, store: Store, cache_size: int = 20000):
         self.store = store
         self.cache_size = cache_size
-        self._cache: OrderedDict[tuple[str, tuple[str, ...], str], bytes] = OrderedDict()
+        # One answer per (API, names): the current one. An older version is never
+        # served again (every answer is the current version), so keeping it would
+        # only grow the worker's memory with every write.
+        self._cache: OrderedDict[tuple[str, tuple[str, ...]], tuple[str, bytes]] = OrderedDict()
         self._lock = threading.Lock()
 
     def current_version(self, names: tuple[str, ...]) -> str:
@@ -155,12 +158,12 @@ class Discovery:
         # Never 304 a poll without version_info: Envoy holds nothing yet.
         if request.version_info is not None and request.version_info == version:
             return Answer(304, b"", version)
-        key = (request.api, request.names, version)
+        key = (request.api, request.names)
         with self._lock:
-            body = self._cache.get(key)
-            if body is not None:
+            cached = self._cache.get(key)
+            if cached is not None and cached[0] == version:
                 self._cache.move_to_end(key)
-                return Answer(200, body, version)
+                return Answer(200, cached[1], version)
         return self._render(request)
 
     def _render(self, request: DiscoveryRequest) -> Answer:
@@ -171,7 +174,8 @@ class Discovery:
         version = combined_version(version_of(name, service) for name, service in services)
         body = discovery_response(request.api, [assignment(name, service) for name, service in services], version)
         with self._lock:
-            self._cache[(request.api, request.names, version)] = body
+            self._cache[(request.api, request.names)] = (version, body)
+            self._cache.move_to_end((request.api, request.names))
             while len(self._cache) > self.cache_size:
                 self._cache.popitem(last=False)
         return Answer(200, body, version)
