@@ -24,6 +24,12 @@ class Services:
     discovery: Discovery
 
 
+def registry_for(settings: Settings, store: Store) -> Registry:
+    return Registry(
+        store, Limits(max_hosts_per_service=settings.max_hosts_per_service, max_services=settings.max_services)
+    )
+
+
 def create_app(settings: Settings | None = None, store: Store | None = None) -> Flask:
     """Build the WSGI app. Opens the store named by `settings.store` unless one is given."""
     settings = settings or Settings()
@@ -37,9 +43,7 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
     )
     app.extensions["eds"] = Services(
         settings=settings,
-        registry=Registry(
-            store, Limits(max_hosts_per_service=settings.max_hosts_per_service, max_services=settings.max_services)
-        ),
+        registry=registry_for(settings, store),
         discovery=Discovery(store, cache_size=settings.response_cache_size),
     )
     api = Api(

@@ -16,6 +16,8 @@ class Sweeper:
 
     Every worker runs one; the store re-checks each expiry inside its atomic
     step, so however many sweep at once, each host is removed exactly once.
+    The first sweep comes one interval after start: the server swept once
+    before its workers started (`server.start_up`).
     """
 
     def __init__(self, registry: Registry, interval: float):
@@ -32,11 +34,10 @@ class Sweeper:
         self._stop.set()
 
     def _run(self) -> None:
-        while not self._stop.is_set():
+        while not self._stop.wait(self.interval):
             try:
                 self.registry.expire()
             except StoreUnavailable as error:
                 log.warning("TTL sweep skipped, store unavailable: %s", error)
             except Exception:  # a sweeper that dies silently would leave dead hosts in Envoy forever
                 log.exception("TTL sweep failed; retrying in %ss", self.interval)
-            self._stop.wait(self.interval)

@@ -8,8 +8,7 @@ import pytest
 from eds_server import Settings, create_app
 from eds_server.store import open_store
 from eds_server.xds import version_of
-
-from .processes import EdsServer, stop_all
+from scripts.processes import EdsServer, stop_all, survivors
 
 # Copies of shared/fixtures (requests captured from Envoy 1.40) and of the classic tutorial.
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -19,6 +18,7 @@ FIXTURES = Path(__file__).parent / "fixtures"
 def _stop_every_process():
     yield
     stop_all()
+    assert survivors() == [], "processes started by the tests are still running"
 
 
 class Clock:

@@ -13,8 +13,7 @@ from eds_server.api.auth import bearer_token
 from eds_server.settings import SettingsError, load_settings
 from eds_server.store import open_store
 from eds_server.xds import version_of
-
-from .processes import wait_until
+from scripts.processes import wait_until
 
 WRITER, ROTATED, READER = "w-0123456789abcdef", "w-rotated-fedcba9876", "r-0123456789abcdef"
 HOST = {"ip_address": "10.0.0.5", "port": 8001}

@@ -5,7 +5,7 @@ import sys
 
 import requests
 
-from .processes import REPO
+from scripts.processes import REPO
 
 V3_TYPE = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment"
 

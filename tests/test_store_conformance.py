@@ -153,3 +153,15 @@ def test_concurrent_creates_cannot_pass_the_service_limit(store):
         t.join()
     assert outcomes.count("created") == 5 and outcomes.count("refused") == 19
     assert store.count() == len(store.services()) == 5
+
+
+def test_a_closed_store_reconnects_on_next_use_and_keeps_its_contents(store):
+    # `python -m eds_server` runs the start-up (TTL sweep, seed) on a store in
+    # the master, closes it, and every forked worker goes on using that object.
+    put(store, "svc", host("10.0.0.1"))
+    version = store.version("svc")
+    store.close()
+    assert store.version("svc") == version
+    put(store, "svc", host("10.0.0.1"), host("10.0.0.2"))
+    assert len(store.get("svc").hosts) == 2
+    store.ping()

@@ -81,6 +81,8 @@ def read_json() -> Any:
         ) from None
     except ValueError as error:
         raise InvalidInput([Problem("body", f"<{len(raw)} bytes>", f"is not valid JSON: {error}")]) from None
+    except RecursionError:
+        raise InvalidInput([Problem("body", f"<{len(raw)} bytes>", "nests arrays or objects too deeply")]) from None
 
 
 def caller() -> str:

@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
-from flask import request, url_for
+from flask import Response, request, url_for
 from flask_restx import Namespace, Resource, fields
 
-from ..model import HEALTH_STATUSES, NAME_PATTERN, NotFound, Service, parse_endpoint, validate_name
+from ..model import (
+    HEALTH_STATUSES,
+    NAME_PATTERN,
+    InvalidInput,
+    NotFound,
+    Problem,
+    Service,
+    parse_endpoint,
+    validate_name,
+)
 from ..model.host import (
     HOSTNAME_PATTERN,
     MAX_LABEL_LENGTH,
@@ -16,6 +25,9 @@ from ..model.host import (
     MIN_SECONDS,
 )
 from ..model.service import MAX_OVERPROVISIONING_FACTOR, MAX_STALE_AFTER_SECONDS
+from ..seed import export
+from ..store import Change
+from ..xds import version_of
 from .auth import READ_SECURITY, WRITE_SECURITY
 from .common import TOO_LARGE, caller, error_model, nullable, read_json, registry
 
@@ -128,32 +140,66 @@ NAME_PARAM = {"description": NAME_DOC, "pattern": NAME_PATTERN.pattern}
 IF_MATCH_DOC = {"If-Match": {"description": "ETag read earlier; 412 when the service changed since", "in": "header"}}
 
 
-def service_body(service: Service) -> dict:
+def service_body(service: Service, version: str | None = None) -> dict:
     body = service.to_dict()
-    body["version"] = registry().store.version(service.name)
+    # The version of this very state (a write's own, or computed), never read
+    # again: a write landing in between would pair these hosts with another's.
+    body["version"] = version or version_of(service.name, service)
     return body
 
 
-def answer(change, created_status: int = 201, status: int = 200):
-    """The service after a write, with its ETag; 204 when it was deleted."""
+def etag(service: Service) -> dict[str, str]:
+    return {"ETag": f'"{service.etag}"'}
+
+
+def service_url(name: str) -> str:
+    return url_for("edsservice_service", name=name)
+
+
+def answer(change: Change, created: bool | None = None, location: str | None = None):
+    """The service after a write with its ETag: 201 (and Location) when `created`
+    (by default: when the service is new), 200 otherwise, 204 when it was deleted."""
     service = change.after
     if service is None:
         return "", 204
-    headers = {"ETag": f'"{service.etag}"'}
-    if change.before is None:
-        headers["Location"] = url_for("edsservice_service", name=service.name)
-        return service_body(service), created_status, headers
-    return service_body(service), status, headers
+    if created is None:
+        created = change.before is None
+    body = service_body(service, change.version_after)
+    if not created:
+        return body, 200, etag(service)
+    return body, 201, {**etag(service), "Location": location or service_url(service.name)}
+
+
+EXPORT_FORMATS = ("json", "yaml")
 
 
 @ns.route("")
 @ns.doc(responses=AUTH_RESPONSES)
 class ServiceList(Resource):
-    @ns.doc("list_services", security=READ_SECURITY)
-    @ns.response(200, "every service with its hosts", [service_output])
+    @ns.doc(
+        "list_services",
+        security=READ_SECURITY,
+        params={
+            "format": {
+                "description": "json (default), or yaml: the seed file format, to load into another server "
+                "with EDS_SEED_FILE",
+                "enum": list(EXPORT_FORMATS),
+                "in": "query",
+            }
+        },
+    )
+    @ns.produces(["application/json", "application/yaml"])
+    @ns.response(200, "every service with its hosts (JSON); with format=yaml, the seed file", [service_output])
+    @ns.response(400, "unknown format", error_model)
     def get(self):
-        """Every service with its hosts."""
-        return [service_body(s) for s in registry().store.services()]
+        """Every service with its hosts; `?format=yaml` exports the registry as a seed file."""
+        wanted = request.args.get("format", "json")
+        if wanted not in EXPORT_FORMATS:
+            raise InvalidInput([Problem("format", wanted, f"must be one of {', '.join(EXPORT_FORMATS)}")])
+        services = registry().store.services()
+        if wanted == "yaml":
+            return Response(export(services), content_type="application/yaml; charset=utf-8")
+        return [service_body(s) for s in services]
 
 
 @ns.route("/<string:name>", endpoint="edsservice_service")
@@ -170,16 +216,17 @@ class ServiceItem(Resource):
         service = registry().store.get(name)
         if service is None:
             raise NotFound(f"service {name!r} does not exist")
-        return service_body(service), 200, {"ETag": f'"{service.etag}"'}
+        return service_body(service), 200, etag(service)
 
     @ns.response(*TOO_LARGE)
-    @ns.doc("create_service", security=WRITE_SECURITY)
+    @ns.doc("create_service", params=IF_MATCH_DOC, security=WRITE_SECURITY)
     @ns.expect(service_input, validate=False)
     @ns.response(201, "created", service_output)
     @ns.response(409, "it exists already; PUT replaces it", error_model)
+    @ns.response(412, "If-Match was given: a service that does not exist matches no ETag", error_model)
     def post(self, name):
         """Create a service with its hosts."""
-        return answer(registry().create(name, read_json(), who=caller()))
+        return answer(registry().create(name, read_json(), request.headers.get("If-Match"), who=caller()))
 
     @ns.response(*TOO_LARGE)
     @ns.doc("replace_service", params=IF_MATCH_DOC, security=WRITE_SECURITY)
@@ -213,9 +260,8 @@ class HostList(Resource):
     @ns.response(412, "If-Match did not match", error_model)
     def post(self, name):
         """Add or refresh one host, keyed by ip_address and port: a registration or a heartbeat."""
-        change, created = registry().upsert_host(name, read_json(), request.headers.get("If-Match"), who=caller())
-        service = change.after
-        return service_body(service), 201 if created else 200, {"ETag": f'"{service.etag}"'}
+        change, host, created = registry().upsert_host(name, read_json(), request.headers.get("If-Match"), who=caller())
+        return answer(change, created, location=f"{service_url(name)}/hosts/{host.endpoint}")
 
 
 @ns.route("/<string:name>/hosts/<string:endpoint>")
@@ -239,8 +285,8 @@ class HostItem(Resource):
         )
 
     @ns.doc("delete_host", params=IF_MATCH_DOC, security=WRITE_SECURITY)
-    @ns.response(204, "removed")
+    @ns.response(204, "removed; the ETag header names the service's new state")
     def delete(self, name, endpoint):
-        """Remove one host."""
-        registry().delete_host(name, parse_endpoint(endpoint), request.headers.get("If-Match"), who=caller())
-        return "", 204
+        """Remove one host (the service stays, with the hosts left)."""
+        change = registry().delete_host(name, parse_endpoint(endpoint), request.headers.get("If-Match"), who=caller())
+        return "", 204, etag(change.after)

@@ -22,8 +22,9 @@ from pathlib import Path
 
 import requests
 
+from scripts.processes import wait_until
+
 from ..conftest import load_fixture
-from ..processes import wait_until
 
 SOAK_SECONDS = float(os.environ.get("SOAK_SECONDS", "6"))
 TOKEN = "soak-token-0123456789abcdef"

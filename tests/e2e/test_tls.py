@@ -7,10 +7,9 @@ import requests
 
 from eds_server.gunicorn_conf import gunicorn_options
 from eds_server.settings import SettingsError, load_settings
-
-from ..envoy import start_envoy
-from ..pki import make_pki
-from ..processes import wait_until
+from scripts.envoy import start_envoy
+from scripts.pki import make_pki
+from scripts.processes import wait_until
 
 TOKEN = "tls-test-token-0123456789"
 

@@ -1,4 +1,4 @@
-"""A throw-away certificate authority for TLS tests, made at run time with `cryptography`."""
+"""A throw-away certificate authority for the TLS tests, made at run time with `cryptography`."""
 
 from __future__ import annotations
 
@@ -28,6 +28,7 @@ class KeyPair:
 @dataclass(frozen=True)
 class Pki:
     ca: Path
+    server_name: str
     server: KeyPair
     client: KeyPair
     # Signed by another CA: a certificate the server must not trust.
@@ -116,4 +117,4 @@ def make_pki(directory: Path) -> Pki:
         "stranger",
         *_Authority("another CA").issue("stranger", ExtendedKeyUsageOID.CLIENT_AUTH, client_names),
     )
-    return Pki(ca, server, client, stranger)
+    return Pki(ca, SERVER_NAME, server, client, stranger)

