@@ -34,10 +34,16 @@ class Sweeper:
         self._stop.set()
 
     def _run(self) -> None:
+        skipping = False  # say so once per outage, not every interval
         while not self._stop.wait(self.interval):
             try:
                 self.registry.expire()
+                if skipping:
+                    log.warning("TTL sweeps resumed: the store answers again")
+                skipping = False
             except StoreUnavailable as error:
-                log.warning("TTL sweep skipped, store unavailable: %s", error)
+                if not skipping:
+                    log.warning("TTL sweeps skipped until the store answers again: %s", error)
+                skipping = True
             except Exception:  # a sweeper that dies silently would leave dead hosts in Envoy forever
                 log.exception("TTL sweep failed; retrying in %ss", self.interval)

@@ -66,11 +66,11 @@ def start(args: list[str], log_path: Path, env: dict[str, str] | None = None, cw
     return process
 
 
-def stop(process: subprocess.Popen, timeout: float = 10) -> None:
-    """SIGTERM the process group by the leader's PID, SIGKILL when it does not go in time."""
+def stop(process: subprocess.Popen, timeout: float = 10, first_signal: int = signal.SIGTERM) -> None:
+    """`first_signal` (SIGTERM) to the process group by the leader's PID, SIGKILL when it does not go in time."""
     if process.poll() is None:
         try:
-            os.killpg(process.pid, signal.SIGTERM)
+            os.killpg(process.pid, first_signal)
         except ProcessLookupError:
             pass
         try:

@@ -18,7 +18,7 @@ from ..model import (
     Problem,
     RegistryError,
 )
-from ..store import StoreUnavailable
+from ..store import CommitOutcomeUnknown, StoreUnavailable
 
 # Shared by every namespace's documentation: the error body, and the refusals any call may get.
 error_model = Model(
@@ -128,4 +128,6 @@ def register_error_handlers(app: Flask, api: Api) -> None:
     def store_unavailable(error: StoreUnavailable):
         """503: the registry store cannot be reached; nothing was changed."""
         current_app.logger.warning("store unavailable on %s %s: %s", request.method, request.path, error)
+        if isinstance(error, CommitOutcomeUnknown):
+            return {"message": f"the registry store is unavailable: {error}"}, 503
         return {"message": f"the registry store is unavailable, nothing was changed: {error}"}, 503

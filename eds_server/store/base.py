@@ -12,6 +12,7 @@ of it as a pure function of the current service.
 
 from __future__ import annotations
 
+import json
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
@@ -43,6 +44,19 @@ class Change:
 
 class StoreUnavailable(Exception):
     """The store cannot be reached; nothing was changed."""
+
+
+class CommitOutcomeUnknown(StoreUnavailable):
+    """The store went away while committing: the change may or may not have been applied."""
+
+
+def dump_service(service: Service) -> str:
+    """The stored form of a service (JSON text), as every backend keeps it."""
+    return json.dumps(service.to_record(), separators=(",", ":"))
+
+
+def load_service(text: str) -> Service:
+    return Service.from_record(json.loads(text))
 
 
 class Store(ABC):

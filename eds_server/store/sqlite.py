@@ -7,14 +7,13 @@ losing an update; synchronous=FULL makes an acknowledged write survive a crash.
 
 from __future__ import annotations
 
-import json
 import os
 import sqlite3
 import threading
 from collections.abc import Callable
 
 from ..model import Service
-from .base import Change, Store, StoreUnavailable
+from .base import Change, Store, StoreUnavailable, dump_service, load_service
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS services (
@@ -56,11 +55,11 @@ class SqliteStore(Store):
 
     def get(self, name: str) -> Service | None:
         row = self._connection().execute("SELECT record FROM services WHERE name = ?", (name,)).fetchone()
-        return Service.from_record(json.loads(row[0])) if row else None
+        return load_service(row[0]) if row else None
 
     def services(self) -> list[Service]:
         rows = self._connection().execute("SELECT record FROM services ORDER BY name").fetchall()
-        return [Service.from_record(json.loads(row[0])) for row in rows]
+        return [load_service(row[0]) for row in rows]
 
     def version(self, name: str) -> str | None:
         row = self._connection().execute("SELECT version FROM services WHERE name = ?", (name,)).fetchone()
@@ -95,7 +94,7 @@ class SqliteStore(Store):
         conn.execute("BEGIN IMMEDIATE")
         try:
             row = conn.execute("SELECT record, version FROM services WHERE name = ?", (name,)).fetchone()
-            current = Service.from_record(json.loads(row[0])) if row else None
+            current = load_service(row[0]) if row else None
             version_before = row[1] if row else None
             after, version_after = step(current)
             if after is current:
@@ -108,7 +107,7 @@ class SqliteStore(Store):
                     "INSERT INTO services (name, record, version, next_expiry) VALUES (?, ?, ?, ?) "
                     "ON CONFLICT (name) DO UPDATE SET record = excluded.record, version = excluded.version, "
                     "next_expiry = excluded.next_expiry",
-                    (name, json.dumps(after.to_record(), separators=(",", ":")), version_after, after.next_expiry),
+                    (name, dump_service(after), version_after, after.next_expiry),
                 )
             conn.execute("COMMIT")
         except BaseException:
