@@ -20,6 +20,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pytest
 import requests
 
 from scripts.processes import wait_until
@@ -179,6 +180,7 @@ class Poller(threading.Thread):
                 self.held[name] = answer["version_info"]
 
 
+@pytest.mark.timeout(SOAK_SECONDS + 120)
 def test_soak_concurrent_writers_and_pollers_lose_nothing(eds_server, tmp_path):
     server = eds_server(workers=4, env={"EDS_API_TOKENS": TOKEN})
     master = server.process.pid
