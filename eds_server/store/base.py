@@ -80,14 +80,14 @@ class Store(ABC):
     def due_for_expiry(self, now: float) -> list[str]:
         """Names of the services holding a host whose deadline has passed."""
 
+    @abstractmethod
     def count(self) -> int:
         """How many services exist.
 
         The registry calls it inside `_atomically`'s step to bound the number of
         services, so a backend must answer it from the state that step commits
-        against (the same transaction or lock); this default reads every service.
+        against (the same transaction, lock, or watched keys).
         """
-        return len(self.services())
 
     @abstractmethod
     def ping(self) -> None:
