@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip --disable-pip-version-check --quiet
 
-.PHONY: install install-test system-deps run test lint demo console-screenshot
+.PHONY: install install-test system-deps run test lint demo fuzz soak console-screenshot
 
 $(VENV)/bin/python:
 	python3 -m venv $(VENV)
@@ -37,6 +37,15 @@ demo: install-test
 
 lint: install-test
 	$(VENV)/bin/ruff check .
+
+# The suite fuzzes a few hundred cases; this runs thousands (minutes).
+fuzz: install-test
+	FUZZ_EXAMPLES=$${FUZZ_EXAMPLES:-1000} PROPERTY_EXAMPLES=$${PROPERTY_EXAMPLES:-3000} \
+		$(PY) -m pytest -q -p no:cacheprovider tests/test_fuzz.py tests/test_properties.py
+
+# The suite soaks for seconds; this for minutes, printing the figures (SOAK_SECONDS).
+soak: install-test
+	SOAK_SECONDS=$${SOAK_SECONDS:-180} $(PY) -m pytest -q -s -p no:cacheprovider tests/e2e/test_soak.py
 
 # docs/console.png and docs/console-phone.png: the console of a real server on seeded data, in the real chromium.
 console-screenshot: install-test system-deps

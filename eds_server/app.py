@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from flask import Flask
 from flask_restx import Api
 
-from .api import console, discovery, ops, registry
+from .api import auth, console, discovery, ops, registry
 from .api.common import register_error_handlers
 from .registry import Limits, Registry
 from .settings import Settings
@@ -25,7 +25,9 @@ class Services:
 
 
 def registry_for(settings: Settings, store: Store) -> Registry:
-    return Registry(store, Limits(max_hosts_per_service=settings.max_hosts_per_service))
+    return Registry(
+        store, Limits(max_hosts_per_service=settings.max_hosts_per_service, max_services=settings.max_services)
+    )
 
 
 def create_app(settings: Settings | None = None, store: Store | None = None) -> Flask:
@@ -52,7 +54,9 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
         "Envoy polls POST /v3/discovery:endpoints. "
         "The [operator console](ui/) shows the services, their hosts and the Envoys polling them.",
         doc="/",
+        authorizations=auth.AUTHORIZATIONS,
     )
+    auth.install(app, auth.Tokens.from_settings(settings))
     register_error_handlers(app, api)
     api.add_namespace(registry.ns)
     api.add_namespace(discovery.ns)

@@ -7,6 +7,7 @@ choose address, port, worker count and store.
 
 from __future__ import annotations
 
+import ssl
 from typing import Any
 
 from .settings import Settings
@@ -18,8 +19,26 @@ def bind_address(host: str, port: int) -> str:
     return f"[{host.strip('[]')}]:{port}" if ":" in host else f"{host}:{port}"
 
 
+def tls_options(settings: Settings) -> dict[str, Any]:
+    """HTTPS for every route (discovery included) when a certificate is set; mutual TLS on request.
+
+    gunicorn builds its SSL context per connection from these files, so renewed
+    certificates are picked up by new connections without a restart; Envoy keeps
+    its one connection open (keepalive below), so that costs one load per connection.
+    """
+    if not settings.certfile:
+        return {}
+    return {
+        "certfile": settings.certfile,
+        "keyfile": settings.keyfile,
+        "ca_certs": settings.ca_certs,
+        "cert_reqs": ssl.CERT_REQUIRED if settings.require_client_cert else ssl.CERT_NONE,
+    }
+
+
 def gunicorn_options(settings: Settings) -> dict[str, Any]:
     return {
+        **tls_options(settings),
         "bind": [bind_address(settings.host, settings.port)],
         "workers": settings.workers,
         # Threads let a worker answer polls while another request waits on the

@@ -8,6 +8,7 @@ from typing import Any
 from flask.logging import default_handler
 from gunicorn.app.base import BaseApplication
 
+from .api.auth import writes_open_warning
 from .app import create_app, registry_for
 from .gunicorn_conf import gunicorn_options
 from .settings import Settings
@@ -71,6 +72,9 @@ def start_up(settings: Settings, store: Store) -> None:
 
 def serve(settings: Settings) -> None:
     configure_logging(settings)
+    warning = writes_open_warning(settings)
+    if warning:
+        log.warning("\n%s\n%s\n%s", "!" * 78, warning, "!" * 78)
     store = open_store(settings.store, version_of)
     try:
         start_up(settings, store)

@@ -21,6 +21,7 @@ class Health(Resource):
 @ns.route("/readyz")
 class Ready(Resource):
     @ns.doc("readyz")
+    @ns.response(200, "the store answers")
     @ns.response(503, "the store cannot be reached")
     def get(self):
         """Ready: the registry store answers."""

@@ -65,6 +65,10 @@ class SqliteStore(Store):
         row = self._connection().execute("SELECT version FROM services WHERE name = ?", (name,)).fetchone()
         return row[0] if row else None
 
+    def count(self) -> int:
+        # The thread's own connection: inside `_atomically` this is the write transaction.
+        return self._connection().execute("SELECT COUNT(*) FROM services").fetchone()[0]
+
     def due_for_expiry(self, now: float) -> list[str]:
         rows = (
             self._connection()
