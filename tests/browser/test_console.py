@@ -266,6 +266,27 @@ def test_with_tokens_configured_the_refusal_is_shown_and_the_token_entered_once_
     assert health_by_endpoint(ask(console.url, "web", "edge-1").json())["10.0.0.5:8001"] == "DRAINING"
 
 
+def test_with_read_tokens_the_page_asks_for_one_then_shows_the_registry(console_for):
+    console = console_for(env={"EDS_API_TOKENS": "writer", "EDS_READ_TOKENS": "reader"})
+    put_service(console.url, "web", WEB_HOSTS, token="writer")
+    refusal = requests.get(f"{console.url}/edsservice", timeout=5)
+    assert refusal.status_code == 401
+    page = console.open().page  # the page itself needs no token: it holds no data
+
+    alert = page.get_by_role("alert")
+    expect(alert).to_contain_text(f"The server answered 401: {refusal.json()['message']}")
+    expect(page.locator("#service-list")).to_contain_text("The registry could not be read")
+
+    page.get_by_label("Bearer token", exact=True).fill("reader")
+    page.get_by_role("button", name="Use token", exact=True).click()
+    expect(page.get_by_role("heading", name="web", exact=True)).to_be_visible()
+    expect(alert).to_be_empty()
+    # A read token does not write: the refusal is the API's 403, shown as it is.
+    page.get_by_role("button", name="Drain 10.0.0.5:8001", exact=True).click()
+    expect(alert).to_contain_text("The server answered 403")
+    expect(alert).to_contain_text("not accepted")
+
+
 def test_phone_width_has_no_horizontal_overflow(console_for):
     console = console_for(viewport={"width": 375, "height": 740})
     put_service(

@@ -81,6 +81,12 @@ async function refresh() {
     // Said once, not every few seconds while the server stays away.
     if (state.refreshError?.message !== error.message) showError(error, "Could not read the registry");
     state.refreshError = error;
+    if (state.shape === null) {
+      // Nothing shown yet: say so where the services would be, rather than "Loading" forever.
+      const list = $("service-list");
+      list.replaceChildren(h("p", { class: "empty" }, "The registry could not be read: see the message above."));
+      list.removeAttribute("aria-busy");
+    }
   }
   showUpdated();
   schedule();
