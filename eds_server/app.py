@@ -9,10 +9,12 @@ from flask_restx import Api
 
 from .api import discovery, ops, registry
 from .api.common import register_error_handlers
+from .metrics import Metrics
 from .registry import Limits, Registry
 from .settings import Settings
 from .store import Store, open_store
 from .xds import Discovery, version_of
+from .xds.clients import Clients
 
 
 @dataclass
@@ -22,6 +24,9 @@ class Services:
     settings: Settings
     registry: Registry
     discovery: Discovery
+    clients: Clients
+    metrics: Metrics
+    polls: discovery.PollRoutes | None = None
 
 
 def create_app(settings: Settings | None = None, store: Store | None = None) -> Flask:
@@ -35,11 +40,16 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
         RESTX_ERROR_404_HELP=False,
         JSON_SORT_KEYS=False,
     )
-    app.extensions["eds"] = Services(
+    answers = Discovery(store, cache_size=settings.response_cache_size)
+    services = app.extensions["eds"] = Services(
         settings=settings,
         registry=Registry(store, Limits(max_hosts_per_service=settings.max_hosts_per_service)),
-        discovery=Discovery(store, cache_size=settings.response_cache_size),
+        discovery=answers,
+        clients=Clients(store, answers.current_version, clock=store.clock),
+        metrics=Metrics(),
     )
+    # Envoy's polls are answered in front of Flask (see api/discovery.py).
+    services.polls = app.wsgi_app = discovery.PollRoutes(app.wsgi_app, services)
     api = Api(
         app,
         version="1.0",
@@ -49,6 +59,7 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
         doc="/",
     )
     register_error_handlers(app, api)
+    registry.measure_writes(app)
     api.add_namespace(registry.ns)
     api.add_namespace(discovery.ns)
     api.add_namespace(ops.ns)

@@ -10,7 +10,16 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from .model import AlreadyExists, LimitExceeded, NotFound, Service, parse_host, parse_service, validate_name
+from .model import (
+    AlreadyExists,
+    LimitExceeded,
+    NotFound,
+    Service,
+    format_endpoint,
+    parse_host,
+    parse_service,
+    validate_name,
+)
 from .store import Change, Store
 
 log = logging.getLogger("eds_server.registry")
@@ -37,16 +46,7 @@ class Registry:
     def _apply(self, operation: str, name: str, mutate, if_match: str | None, who: str) -> Change:
         change = self.store.update(name, mutate, if_match=if_match)
         if change.before is not change.after:
-            log.info(
-                "%s service=%s by=%s hosts=%s->%s version=%s->%s",
-                operation,
-                name,
-                who,
-                len(change.before.hosts) if change.before else "absent",
-                len(change.after.hosts) if change.after else "absent",
-                change.version_before or "none",
-                change.version_after or "none",
-            )
+            log.info("%s service=%s by=%s %s", operation, name, who, describe(change))
         return change
 
     def create(self, name: str, body: Any, who: str = "-") -> Change:
@@ -108,15 +108,24 @@ class Registry:
     def expire(self) -> list[Change]:
         changes = self.store.expire()
         for change in changes:
-            gone = {h.key for h in change.before.hosts} - {h.key for h in change.after.hosts}
-            log.info(
-                "expire service=%s hosts=%s version=%s->%s",
-                change.name,
-                ",".join(sorted(f"{ip}:{port}" for ip, port in gone)),
-                change.version_before,
-                change.version_after,
-            )
+            log.info("expire service=%s by=ttl %s", change.name, describe(change))
         return changes
+
+
+def describe(change: Change) -> str:
+    """What a change did, for its log line: hosts added, removed and changed, and the versions."""
+    before = {h.key: h for h in change.before.hosts} if change.before else {}
+    after = {h.key: h for h in change.after.hosts} if change.after else {}
+
+    def endpoints(keys) -> str:
+        return ",".join(format_endpoint(*key) for key in sorted(keys)) or "-"
+
+    changed = [k for k in before.keys() & after.keys() if before[k].to_dict() != after[k].to_dict()]
+    return (
+        f"hosts={len(before) if change.before else 'absent'}->{len(after) if change.after else 'absent'} "
+        f"added={endpoints(after.keys() - before.keys())} removed={endpoints(before.keys() - after.keys())} "
+        f"changed={endpoints(changed)} version={change.version_before or 'none'}->{change.version_after or 'none'}"
+    )
 
 
 def _existing(name: str, current: Service | None) -> Service:

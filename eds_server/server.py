@@ -3,21 +3,26 @@
 from __future__ import annotations
 
 import logging
+import shutil
+import tempfile
 from typing import Any
 
 from gunicorn.app.base import BaseApplication
 
 from .app import create_app
+from .background import Periodic
 from .gunicorn_conf import gunicorn_options
+from .metrics import enable_multiprocess, worker_gone
 from .settings import Settings
-from .sweeper import Sweeper
+from .sweeper import sweeper
 
 log = logging.getLogger("eds_server")
 
 
 class Server(BaseApplication):
-    def __init__(self, settings: Settings):
+    def __init__(self, settings: Settings, metrics_dir: str):
         self.settings = settings
+        self.metrics_dir = metrics_dir
         self.options: dict[str, Any] = gunicorn_options(settings)
         super().__init__()
 
@@ -26,24 +31,44 @@ class Server(BaseApplication):
             self.cfg.set(key, value)
         self.cfg.set("post_worker_init", self._post_worker_init)
         self.cfg.set("worker_exit", self._worker_exit)
+        self.cfg.set("child_exit", self._child_exit)
+        self.cfg.set("on_exit", self._on_exit)
 
     def load(self):
         # Called in each worker after the fork: every worker opens its own
         # store connections, and nothing is opened in the master.
-        logging.getLogger("eds_server").setLevel(self.settings.log_level.upper())
         self.app = create_app(self.settings)
         return self.app
 
     def _post_worker_init(self, worker) -> None:
-        registry = worker.wsgi.extensions["eds"].registry
-        worker.sweeper = Sweeper(registry, self.settings.sweep_interval).start()
+        services = worker.wsgi.extensions["eds"]
+        worker.background = [
+            sweeper(services.registry, self.settings.sweep_interval).start(),
+            Periodic("eds-clients-flush", self.settings.clients_flush_interval, services.clients.flush).start(),
+        ]
 
     @staticmethod
     def _worker_exit(server, worker) -> None:
-        sweeper = getattr(worker, "sweeper", None)
-        if sweeper is not None:
-            sweeper.stop()
+        for task in getattr(worker, "background", ()):
+            task.stop()
+        services = getattr(worker, "wsgi", None) and worker.wsgi.extensions["eds"]
+        if services:
+            try:
+                services.clients.flush()
+            except Exception as error:  # the clients view loses at most this worker's last second
+                log.warning("clients view: last flush failed: %s", error)
+
+    @staticmethod
+    def _child_exit(server, worker) -> None:
+        worker_gone(worker.pid)
+
+    def _on_exit(self, server) -> None:
+        shutil.rmtree(self.metrics_dir, ignore_errors=True)
 
 
 def serve(settings: Settings) -> None:
-    Server(settings).run()
+    # Every worker writes its metric values under this server's own directory,
+    # made before the workers fork so that /metrics on any of them adds up all.
+    metrics_dir = tempfile.mkdtemp(prefix="eds-server-metrics-")
+    enable_multiprocess(metrics_dir)
+    Server(settings, metrics_dir).run()

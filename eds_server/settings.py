@@ -36,6 +36,8 @@ class Settings:
     max_hosts_per_service: int = 10_000
     sweep_interval: float = 0.5
     response_cache_size: int = 20_000
+    # Seconds between two batches of a worker's clients-view rows to the store.
+    clients_flush_interval: float = 1.0
     # Seed data from the YAML file: {service name: {"hosts": [...], "policy": {...}}}.
     services: dict[str, Any] = field(default_factory=dict)
 

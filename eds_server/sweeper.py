@@ -2,41 +2,14 @@
 
 from __future__ import annotations
 
-import logging
-import threading
-
+from .background import Periodic
 from .registry import Registry
-from .store import StoreUnavailable
-
-log = logging.getLogger("eds_server.sweeper")
 
 
-class Sweeper:
-    """Runs `registry.expire()` every `interval` seconds in a daemon thread.
+def sweeper(registry: Registry, interval: float) -> Periodic:
+    """Runs `registry.expire()` every `interval` seconds.
 
     Every worker runs one; the store re-checks each expiry inside its atomic
     step, so however many sweep at once, each host is removed exactly once.
     """
-
-    def __init__(self, registry: Registry, interval: float):
-        self.registry = registry
-        self.interval = interval
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="eds-ttl-sweeper", daemon=True)
-
-    def start(self) -> Sweeper:
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._stop.set()
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                self.registry.expire()
-            except StoreUnavailable as error:
-                log.warning("TTL sweep skipped, store unavailable: %s", error)
-            except Exception:  # a sweeper that dies silently would leave dead hosts in Envoy forever
-                log.exception("TTL sweep failed; retrying in %ss", self.interval)
-            self._stop.wait(self.interval)
+    return Periodic("eds-ttl-sweeper", interval, registry.expire)

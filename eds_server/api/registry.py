@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from flask import request, url_for
+from time import perf_counter
+
+from flask import Flask, current_app, g, request, url_for
 from flask_restx import Namespace, Resource, fields
 
 from ..model import HEALTH_STATUSES, NotFound, Service, parse_endpoint, validate_name
@@ -75,6 +77,33 @@ error_model = ns.model(
 
 NAME_DOC = "service name: 1-128 characters of A-Z a-z 0-9 . _ -"
 IF_MATCH_DOC = {"If-Match": {"description": "ETag read earlier; 412 when the service changed since", "in": "header"}}
+
+
+# (method, route) -> the operation's name, as in the registry's change log and the metrics.
+WRITE_OPERATIONS = {
+    ("POST", "/edsservice/<string:name>"): "create",
+    ("PUT", "/edsservice/<string:name>"): "replace",
+    ("DELETE", "/edsservice/<string:name>"): "delete",
+    ("POST", "/edsservice/<string:name>/hosts"): "upsert-host",
+    ("PATCH", "/edsservice/<string:name>/hosts/<string:endpoint>"): "patch-host",
+    ("DELETE", "/edsservice/<string:name>/hosts/<string:endpoint>"): "delete-host",
+}
+
+
+def measure_writes(app: Flask) -> None:
+    """Count and time every write, whatever its outcome (refusals included)."""
+
+    @app.before_request
+    def start_clock():
+        g.started = perf_counter()
+
+    @app.after_request
+    def count_write(response):
+        rule = request.url_rule
+        operation = WRITE_OPERATIONS.get((request.method, rule.rule if rule else None))
+        if operation is not None:
+            current_app.extensions["eds"].metrics.write_answered(operation, response.status_code, g.started)
+        return response
 
 
 def service_body(service: Service) -> dict:

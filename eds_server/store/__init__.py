@@ -5,11 +5,20 @@ from __future__ import annotations
 from collections.abc import Callable
 from urllib.parse import urlsplit
 
-from .base import Change, Store, StoreUnavailable, VersionOf
+from .base import Change, ClientRow, Store, StoreUnavailable, VersionOf
 from .memory import MemoryStore
 from .sqlite import SqliteStore
 
-__all__ = ["Change", "MemoryStore", "SqliteStore", "Store", "StoreUnavailable", "check_store_url", "open_store"]
+__all__ = [
+    "Change",
+    "ClientRow",
+    "MemoryStore",
+    "SqliteStore",
+    "Store",
+    "StoreUnavailable",
+    "check_store_url",
+    "open_store",
+]
 
 
 def check_store_url(url: str) -> str:

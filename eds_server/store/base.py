@@ -12,6 +12,7 @@ of it as a pure function of the current service.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
@@ -39,6 +40,39 @@ class Change:
     def visible(self) -> bool:
         """Whether Envoy sees a difference (its version changed)."""
         return self.version_before != self.version_after
+
+
+@dataclass(frozen=True)
+class ClientRow:
+    """What one worker saw of one Envoy node polling for one resource name (the clients view).
+
+    Workers keep these in memory and hand them to `Store.record_clients` in
+    batches, so a poll never costs a store write.
+    """
+
+    node_id: str
+    resource_name: str
+    cluster: str
+    envoy_version: str
+    resource_names: tuple[str, ...]
+    api: str
+    version_held: str | None  # the version_info of the node's latest poll
+    last_poll: float  # epoch seconds
+    polls: int  # in `record_clients`: polls since the worker's previous batch; in `clients`: the total
+    # Consecutive polls that still reported another version after the node had
+    # been sent a newer one: REST has no NACK, so this is how a rejection shows.
+    rejected_polls: int
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.node_id, self.resource_name)
+
+    def merged_into(self, earlier: ClientRow | None) -> ClientRow:
+        """This batch's row on top of what was recorded: polls add up, the latest poll's fields win."""
+        if earlier is None:
+            return self
+        latest = self if self.last_poll >= earlier.last_poll else earlier
+        return dataclasses.replace(latest, polls=earlier.polls + self.polls)
 
 
 class StoreUnavailable(Exception):
@@ -69,6 +103,25 @@ class Store(ABC):
     @abstractmethod
     def ping(self) -> None:
         """Raise StoreUnavailable when the store cannot serve."""
+
+    def size(self) -> tuple[int, int]:
+        """(services, hosts) in the registry, for the metrics."""
+        services = self.services()
+        return len(services), sum(len(s.hosts) for s in services)
+
+    # -- the clients view: what Envoy nodes poll and hold ------------------
+    @abstractmethod
+    def record_clients(self, rows: list[ClientRow], forget_before: float) -> None:
+        """Merge a batch of rows from one worker, keyed by (node_id, resource_name).
+
+        `polls` adds up across batches and workers; every other field comes
+        from whichever row has the latest `last_poll`. Rows last polled before
+        `forget_before` are dropped.
+        """
+
+    @abstractmethod
+    def clients(self) -> list[ClientRow]:
+        """Every recorded row, ordered by (node_id, resource_name)."""
 
     def close(self) -> None:  # noqa: B027  (a store without connections has nothing to release)
         """Release connections."""

@@ -6,7 +6,7 @@ import threading
 from collections.abc import Callable
 
 from ..model import Service
-from .base import Change, Store
+from .base import Change, ClientRow, Store
 
 
 class MemoryStore(Store):
@@ -14,6 +14,7 @@ class MemoryStore(Store):
         super().__init__(*args, **kwargs)
         self._lock = threading.Lock()
         self._services: dict[str, tuple[Service, str]] = {}
+        self._clients: dict[tuple[str, str], ClientRow] = {}
 
     def get(self, name: str) -> Service | None:
         entry = self._services.get(name)
@@ -34,6 +35,17 @@ class MemoryStore(Store):
                 for name, (service, _) in self._services.items()
                 if service.next_expiry is not None and service.next_expiry <= now
             ]
+
+    def record_clients(self, rows: list[ClientRow], forget_before: float) -> None:
+        with self._lock:
+            for row in rows:
+                self._clients[row.key] = row.merged_into(self._clients.get(row.key))
+            for key in [k for k, row in self._clients.items() if row.last_poll < forget_before]:
+                del self._clients[key]
+
+    def clients(self) -> list[ClientRow]:
+        with self._lock:
+            return [self._clients[key] for key in sorted(self._clients)]
 
     def ping(self) -> None:
         """Always reachable: it lives in this process."""

@@ -7,14 +7,16 @@ losing an update; synchronous=FULL makes an acknowledged write survive a crash.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import sqlite3
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 from ..model import Service
-from .base import Change, Store, StoreUnavailable
+from .base import Change, ClientRow, Store, StoreUnavailable
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS services (
@@ -24,6 +26,13 @@ CREATE TABLE IF NOT EXISTS services (
     next_expiry REAL
 );
 CREATE INDEX IF NOT EXISTS services_next_expiry ON services (next_expiry) WHERE next_expiry IS NOT NULL;
+CREATE TABLE IF NOT EXISTS clients (
+    node_id       TEXT NOT NULL,
+    resource_name TEXT NOT NULL,
+    last_poll     REAL NOT NULL,
+    record        TEXT NOT NULL,
+    PRIMARY KEY (node_id, resource_name)
+);
 """
 BUSY_TIMEOUT_SECONDS = 30
 
@@ -34,68 +43,96 @@ class SqliteStore(Store):
         self.path = path
         directory = os.path.dirname(os.path.abspath(path))
         os.makedirs(directory, exist_ok=True)
-        # One connection per thread: sqlite3 connections must not be shared
-        # across threads mid-transaction (gthread workers serve many at once).
-        self._local = threading.local()
+        # A pool rather than one connection per thread: under gevent "threads"
+        # are greenlets, and thousands of held polls must not each keep a
+        # connection. A connection serves one step at a time; steps never
+        # yield to another greenlet, so the pool stays as small as the number
+        # of real threads that use the store at once.
+        self._idle: list[sqlite3.Connection] = []
+        self._pool_lock = threading.Lock()
         with self._connection() as conn:
             conn.executescript(SCHEMA)
 
-    def _connection(self) -> sqlite3.Connection:
-        conn = getattr(self._local, "conn", None)
-        if conn is None:
-            try:
-                conn = sqlite3.connect(
-                    self.path, timeout=BUSY_TIMEOUT_SECONDS, isolation_level=None, check_same_thread=False
-                )
-                conn.execute("PRAGMA journal_mode=WAL")
-                conn.execute("PRAGMA synchronous=FULL")
-            except sqlite3.Error as error:
-                raise StoreUnavailable(f"cannot open sqlite store {self.path}: {error}") from error
-            self._local.conn = conn
+    def _connect(self) -> sqlite3.Connection:
+        try:
+            conn = sqlite3.connect(
+                self.path, timeout=BUSY_TIMEOUT_SECONDS, isolation_level=None, check_same_thread=False
+            )
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=FULL")
+        except sqlite3.Error as error:
+            raise StoreUnavailable(f"cannot open sqlite store {self.path}: {error}") from error
         return conn
 
+    @contextmanager
+    def _connection(self) -> Iterator[sqlite3.Connection]:
+        with self._pool_lock:
+            conn = self._idle.pop() if self._idle else None
+        conn = conn or self._connect()
+        try:
+            yield conn
+        finally:
+            with self._pool_lock:
+                self._idle.append(conn)
+
+    def _fetch(self, sql: str, args: tuple = ()) -> list[tuple]:
+        with self._connection() as conn:
+            return conn.execute(sql, args).fetchall()
+
     def get(self, name: str) -> Service | None:
-        row = self._connection().execute("SELECT record FROM services WHERE name = ?", (name,)).fetchone()
-        return Service.from_record(json.loads(row[0])) if row else None
+        rows = self._fetch("SELECT record FROM services WHERE name = ?", (name,))
+        return Service.from_record(json.loads(rows[0][0])) if rows else None
 
     def services(self) -> list[Service]:
-        rows = self._connection().execute("SELECT record FROM services ORDER BY name").fetchall()
-        return [Service.from_record(json.loads(row[0])) for row in rows]
+        return [
+            Service.from_record(json.loads(row[0])) for row in self._fetch("SELECT record FROM services ORDER BY name")
+        ]
 
     def version(self, name: str) -> str | None:
-        row = self._connection().execute("SELECT version FROM services WHERE name = ?", (name,)).fetchone()
+        with self._connection() as conn:
+            row = conn.execute("SELECT version FROM services WHERE name = ?", (name,)).fetchone()
         return row[0] if row else None
 
-    def due_for_expiry(self, now: float) -> list[str]:
-        rows = (
-            self._connection()
-            .execute("SELECT name FROM services WHERE next_expiry IS NOT NULL AND next_expiry <= ?", (now,))
-            .fetchall()
+    def size(self) -> tuple[int, int]:
+        [(services, hosts)] = self._fetch(
+            "SELECT count(*), coalesce(sum(json_array_length(record, '$.hosts')), 0) FROM services"
         )
+        return services, hosts
+
+    def due_for_expiry(self, now: float) -> list[str]:
+        rows = self._fetch("SELECT name FROM services WHERE next_expiry IS NOT NULL AND next_expiry <= ?", (now,))
         return [row[0] for row in rows]
 
     def ping(self) -> None:
         try:
-            self._connection().execute("SELECT 1 FROM services LIMIT 1").fetchall()
+            self._fetch("SELECT 1 FROM services LIMIT 1")
         except sqlite3.Error as error:
             raise StoreUnavailable(f"sqlite store {self.path}: {error}") from error
 
     def close(self) -> None:
-        conn = getattr(self._local, "conn", None)
-        if conn is not None:
+        with self._pool_lock:
+            idle, self._idle = self._idle, []
+        for conn in idle:
             conn.close()
-            self._local.conn = None
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        with self._connection() as conn:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
 
     def _atomically(self, name: str, step: Callable) -> Change:
-        conn = self._connection()
-        conn.execute("BEGIN IMMEDIATE")
-        try:
+        with self._transaction() as conn:
             row = conn.execute("SELECT record, version FROM services WHERE name = ?", (name,)).fetchone()
             current = Service.from_record(json.loads(row[0])) if row else None
             version_before = row[1] if row else None
             after, version_after = step(current)
             if after is current:
-                conn.execute("ROLLBACK")
                 return Change(name, current, current, version_before, version_before)
             if after is None:
                 conn.execute("DELETE FROM services WHERE name = ?", (name,))
@@ -106,8 +143,28 @@ class SqliteStore(Store):
                     "next_expiry = excluded.next_expiry",
                     (name, json.dumps(after.to_record(), separators=(",", ":")), version_after, after.next_expiry),
                 )
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
         return Change(name, current, after, version_before, version_after)
+
+    def record_clients(self, rows: list[ClientRow], forget_before: float) -> None:
+        with self._transaction() as conn:
+            for row in rows:
+                found = conn.execute(
+                    "SELECT record FROM clients WHERE node_id = ? AND resource_name = ?", row.key
+                ).fetchone()
+                merged = row.merged_into(_client_row(found[0]) if found else None)
+                conn.execute(
+                    "INSERT OR REPLACE INTO clients (node_id, resource_name, last_poll, record) VALUES (?, ?, ?, ?)",
+                    (*merged.key, merged.last_poll, json.dumps(dataclasses.asdict(merged))),
+                )
+            conn.execute("DELETE FROM clients WHERE last_poll < ?", (forget_before,))
+
+    def clients(self) -> list[ClientRow]:
+        return [
+            _client_row(row[0]) for row in self._fetch("SELECT record FROM clients ORDER BY node_id, resource_name")
+        ]
+
+
+def _client_row(record: str) -> ClientRow:
+    fields = json.loads(record)
+    fields["resource_names"] = tuple(fields["resource_names"])
+    return ClientRow(**fields)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
-import orjson
+import simdjson
 
 from ..model import InvalidInput, Problem, validate_name
 from ..store import Store
@@ -43,33 +43,51 @@ class Answer:
     version: str
 
 
-def _envoy_version(node: dict[str, Any]) -> str:
-    build = node.get("user_agent_build_version")
+def _plain(value: Any) -> Any:
+    """A simdjson proxy as the Python value it stands for (used on small values only)."""
+    if isinstance(value, simdjson.Object):
+        return value.as_dict()
+    if isinstance(value, simdjson.Array):
+        return value.as_list()
+    return value
+
+
+def _envoy_version(node: simdjson.Object) -> str:
+    build = _plain(node.get("user_agent_build_version"))
     version = build.get("version") if isinstance(build, dict) else None
     if isinstance(version, dict):
         return ".".join(str(version.get(k, 0)) for k in ("major_number", "minor_number", "patch"))
-    return str(node.get("build_version", ""))
+    return str(_plain(node.get("build_version", "")))
 
 
 def parse_request(api: str, body: bytes) -> DiscoveryRequest:
-    """Read only what an answer needs; anything a DiscoveryRequest cannot be is InvalidInput."""
+    """Read only what an answer needs; anything a DiscoveryRequest cannot be is InvalidInput.
+
+    simdjson checks the whole body (structure, UTF-8, nesting depth) and hands
+    back lazy proxies: only the few fields read below become Python objects,
+    never the node's ~500 extensions. On Envoy's 77 KB poll that is ~25 us,
+    against ~120 us for orjson.loads and ~250 us for json.loads (docs/PERFORMANCE.md).
+    A fresh parser per call costs nothing measurable and is never shared
+    between threads or greenlets.
+    """
     try:
-        data = orjson.loads(body)
-    except orjson.JSONDecodeError as error:
+        data = simdjson.Parser().parse(body)
+    except (ValueError, RuntimeError) as error:  # bad JSON, bad UTF-8, too deep
         raise InvalidInput([Problem("body", f"<{len(body)} bytes>", f"is not JSON: {error}")]) from None
-    if not isinstance(data, dict):
-        raise InvalidInput([Problem("body", type(data).__name__, "must be a JSON object (a DiscoveryRequest)")])
+    if not isinstance(data, simdjson.Object):
+        kind = "list" if isinstance(data, simdjson.Array) else type(data).__name__
+        raise InvalidInput([Problem("body", kind, "must be a JSON object (a DiscoveryRequest)")])
     problems: list[Problem] = []
-    unknown = sorted(set(data) - REQUEST_FIELDS)
+    unknown = sorted(set(data.keys()) - REQUEST_FIELDS)
     if unknown:
         problems.append(Problem(unknown[0], "...", "is not a field of DiscoveryRequest"))
-    type_url = data.get("type_url", TYPE_URLS[api])
+    type_url = _plain(data.get("type_url", TYPE_URLS[api]))
     if type_url != TYPE_URLS[api]:
         problems.append(Problem("type_url", type_url, f"must be {TYPE_URLS[api]} on the {api} endpoint"))
-    version_info = data.get("version_info")
+    version_info = _plain(data.get("version_info"))
     if version_info is not None and not isinstance(version_info, str):
         problems.append(Problem("version_info", version_info, "must be a string"))
-    names = data.get("resource_names")
+    names = _plain(data.get("resource_names"))
     if not isinstance(names, list) or not names or len(names) > MAX_RESOURCE_NAMES:
         problems.append(
             Problem("resource_names", names, f"must list 1-{MAX_RESOURCE_NAMES} service names (EDS has no wildcard)")
@@ -81,10 +99,10 @@ def parse_request(api: str, body: bytes) -> DiscoveryRequest:
         except InvalidInput:
             problems.append(Problem(f"resource_names[{index}]", name, "must be 1-128 characters of A-Z a-z 0-9 . _ -"))
     node = data.get("node") or {}
-    if not isinstance(node, dict):
+    if not isinstance(node, simdjson.Object | dict):
         problems.append(Problem("node", type(node).__name__, "must be a JSON object"))
         node = {}
-    node_id, cluster = node.get("id", ""), node.get("cluster", "")
+    node_id, cluster = _plain(node.get("id", "")), _plain(node.get("cluster", ""))
     if not isinstance(node_id, str) or not isinstance(cluster, str):
         problems.append(Problem("node", {"id": node_id, "cluster": cluster}, "id and cluster must be strings"))
     if problems:
@@ -95,7 +113,7 @@ def parse_request(api: str, body: bytes) -> DiscoveryRequest:
         version_info=version_info or None,
         node_id=node_id,
         node_cluster=cluster,
-        envoy_version=_envoy_version(node),
+        envoy_version=_envoy_version(node) if node else "",
     )
 
 

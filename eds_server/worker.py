@@ -1,0 +1,79 @@
+"""eds-server's gunicorn worker: gevent's, with a shutdown that does not wait on idle Envoys.
+
+Envoy keeps its connection to the xDS cluster open between polls. gunicorn's
+gevent worker, told to stop, waits for every connection to end, so idle
+keep-alive connections held each stopping worker for the whole
+graceful_timeout. Here, once the worker stops, connections between two
+requests are closed at once (Envoy reconnects, to another worker or server),
+and connections in the middle of a request are closed as soon as it is
+answered.
+"""
+
+from __future__ import annotations
+
+import _socket
+import os
+import socket
+import time
+
+import gevent
+from gunicorn.workers.ggevent import GeventWorker
+
+STOP_CHECK_INTERVAL = 0.05
+
+
+class EdsWorker(GeventWorker):
+    def init_process(self) -> None:
+        self._idle: set[socket.socket] = set()
+        self._busy: set[socket.socket] = set()
+        super().init_process()
+
+    def run(self) -> None:
+        gevent.spawn(self._close_idle_connections_when_stopping)
+        super().run()
+
+    def handle(self, listener, client, addr) -> None:
+        self._idle.add(client)
+        try:
+            super().handle(listener, client, addr)
+        finally:
+            self._idle.discard(client)
+            self._busy.discard(client)
+
+    def handle_request(self, listener_name, req, sock, addr):
+        self._idle.discard(sock)
+        self._busy.add(sock)
+        try:
+            return super().handle_request(listener_name, req, sock, addr)
+        finally:
+            self._busy.discard(sock)
+            self._idle.add(sock)
+
+    def _close_idle_connections_when_stopping(self) -> None:
+        while self.alive:
+            gevent.sleep(STOP_CHECK_INTERVAL)
+        deadline = time.monotonic() + self.cfg.graceful_timeout
+        while (self._idle or self._busy) and time.monotonic() < deadline:
+            for client in list(self._idle):
+                self._idle.discard(client)
+                _hang_up(client)
+            gevent.sleep(STOP_CHECK_INTERVAL)
+
+
+def _hang_up(client: socket.socket) -> None:
+    """End the connection under the greenlet waiting on it, which then sees a plain end of stream.
+
+    gevent's own `shutdown` would instead fail that greenlet's wait with EBADF
+    (logged as a socket error), so the shutdown goes through a duplicate of
+    the descriptor on the unpatched socket type.
+    """
+    try:
+        raw = _socket.socket(fileno=os.dup(client.fileno()))
+    except OSError:  # already closed
+        return
+    try:
+        raw.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+    finally:
+        raw.close()
