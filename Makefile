@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip --disable-pip-version-check --quiet
 
-.PHONY: install install-test system-deps run test lint
+.PHONY: install install-test system-deps run test lint bench
 
 $(VENV)/bin/python:
 	python3 -m venv $(VENV)
@@ -32,3 +32,7 @@ test: install-test system-deps
 
 lint: install-test
 	$(VENV)/bin/ruff check .
+
+# A few minutes: real servers on loopback under wrk; writes docs/PERFORMANCE.md.
+bench: install-test system-deps
+	$(PY) -m bench.run

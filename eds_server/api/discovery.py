@@ -31,8 +31,7 @@ POLL_PATHS = {"/v3/discovery:endpoints": V3, "/v2/discovery:endpoints": V2}
 JSON_HEADERS = [("Content-Type", "application/json")]
 
 
-def _status_line(status: int) -> str:
-    return f"{status} {HTTPStatus(status).phrase}"
+STATUS_LINES = {status.value: f"{status.value} {status.phrase}" for status in HTTPStatus}
 
 
 class BodyTooLarge(Exception):
@@ -83,7 +82,9 @@ class PollRoutes:
             environ["eds.node"] = poll.node_id
             answer = services.discovery.answer(poll)
             services.clients.saw(poll, answer)
-            status, headers, body = answer.status, JSON_HEADERS if answer.status == 200 else [], answer.body
+            status, body = answer.status, answer.body
+            # An explicit length spares both sides chunked framing.
+            headers = [*JSON_HEADERS, ("Content-Length", str(len(body)))] if status == 200 else []
         except RegistryError as error:
             status, headers, body = self._refuse(environ, status_of(error), error.message, error_body(error))
         except BodyTooLarge:
@@ -95,7 +96,7 @@ class PollRoutes:
             log.warning("store unavailable on poll: %s", error)
             status, headers, body = 503, JSON_HEADERS, orjson.dumps({"message": store_unavailable_message(error)})
         services.metrics.poll_answered(api, status, started)
-        return _status_line(status), headers, body
+        return STATUS_LINES[status], headers, body
 
     @staticmethod
     def _refuse(environ: dict, status: int, reason: str, body: dict) -> tuple[int, list, bytes]:

@@ -11,7 +11,6 @@ import dataclasses
 import json
 import os
 import sqlite3
-import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
@@ -47,9 +46,9 @@ class SqliteStore(Store):
         # are greenlets, and thousands of held polls must not each keep a
         # connection. A connection serves one step at a time; steps never
         # yield to another greenlet, so the pool stays as small as the number
-        # of real threads that use the store at once.
+        # of real threads that use the store at once. (list.pop and append
+        # are atomic: the pool needs no lock.)
         self._idle: list[sqlite3.Connection] = []
-        self._pool_lock = threading.Lock()
         with self._connection() as conn:
             conn.executescript(SCHEMA)
 
@@ -64,16 +63,19 @@ class SqliteStore(Store):
             raise StoreUnavailable(f"cannot open sqlite store {self.path}: {error}") from error
         return conn
 
+    def _take(self) -> sqlite3.Connection:
+        try:
+            return self._idle.pop()
+        except IndexError:
+            return self._connect()
+
     @contextmanager
     def _connection(self) -> Iterator[sqlite3.Connection]:
-        with self._pool_lock:
-            conn = self._idle.pop() if self._idle else None
-        conn = conn or self._connect()
+        conn = self._take()
         try:
             yield conn
         finally:
-            with self._pool_lock:
-                self._idle.append(conn)
+            self._idle.append(conn)
 
     def _fetch(self, sql: str, args: tuple = ()) -> list[tuple]:
         with self._connection() as conn:
@@ -89,8 +91,11 @@ class SqliteStore(Store):
         ]
 
     def version(self, name: str) -> str | None:
-        with self._connection() as conn:
+        conn = self._take()  # the poll path: no context manager
+        try:
             row = conn.execute("SELECT version FROM services WHERE name = ?", (name,)).fetchone()
+        finally:
+            self._idle.append(conn)
         return row[0] if row else None
 
     def size(self) -> tuple[int, int]:
@@ -110,8 +115,7 @@ class SqliteStore(Store):
             raise StoreUnavailable(f"sqlite store {self.path}: {error}") from error
 
     def close(self) -> None:
-        with self._pool_lock:
-            idle, self._idle = self._idle, []
+        idle, self._idle = self._idle, []
         for conn in idle:
             conn.close()
 
