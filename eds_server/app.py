@@ -40,13 +40,14 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
         RESTX_ERROR_404_HELP=False,
         JSON_SORT_KEYS=False,
     )
-    answers = Discovery(store, cache_size=settings.response_cache_size)
+    metrics = Metrics()
+    answers = Discovery(store, cache_size=settings.response_cache_size, on_held_count=metrics.held_count)
     services = app.extensions["eds"] = Services(
         settings=settings,
         registry=Registry(store, Limits(max_hosts_per_service=settings.max_hosts_per_service)),
         discovery=answers,
         clients=Clients(store, answers.current_version, clock=store.clock),
-        metrics=Metrics(),
+        metrics=metrics,
     )
     # Envoy's polls are answered in front of Flask (see api/discovery.py).
     services.polls = app.wsgi_app = discovery.PollRoutes(app.wsgi_app, services)

@@ -18,6 +18,7 @@ from prometheus_client import (
     CONTENT_TYPE_PLAIN_0_0_4,
     CollectorRegistry,
     Counter,
+    Gauge,
     Histogram,
     generate_latest,
     multiprocess,
@@ -29,6 +30,7 @@ MULTIPROCESS_DIR = "PROMETHEUS_MULTIPROC_DIR"
 CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4
 # Polls answer in well under a millisecond; writes commit with an fsync.
 POLL_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
+HOLD_BUCKETS = (0.01, 0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0)
 WRITE_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 
 
@@ -81,16 +83,38 @@ class Metrics:
             buckets=WRITE_BUCKETS,
             registry=self.registry,
         )
+        self.held = Gauge(
+            "eds_polls_held",
+            "Polls held right now, waiting for a change (long-poll)",
+            multiprocess_mode="livesum",
+            registry=self.registry,
+        )
+        self.hold_seconds = Histogram(
+            "eds_poll_hold_seconds",
+            "How long held polls were held",
+            ["api"],
+            buckets=HOLD_BUCKETS,
+            registry=self.registry,
+        )
         self._poll_children: dict[tuple[str, str], tuple[Counter, Histogram]] = {}
 
-    def poll_answered(self, api: str, status: int, started: float) -> None:
+    def poll_answered(self, api: str, status: int, started: float, held: float = 0.0) -> None:
         """On the hot path: the labelled children are looked up once per (api, outcome)."""
         key = (api, outcome(status))
         children = self._poll_children.get(key)
         if children is None:
-            children = self._poll_children[key] = (self.polls.labels(*key), self.poll_seconds.labels(api))
+            children = self._poll_children[key] = (
+                self.polls.labels(*key),
+                self.poll_seconds.labels(api),
+                self.hold_seconds.labels(api),
+            )
         children[0].inc()
-        children[1].observe(perf_counter() - started)
+        children[1].observe(perf_counter() - started - held)
+        if held:
+            children[2].observe(held)
+
+    def held_count(self, delta: int) -> None:
+        self.held.inc(delta)
 
     def write_answered(self, operation: str, status: int, started: float) -> None:
         self.writes.labels(operation, str(status)).inc()

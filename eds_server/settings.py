@@ -38,6 +38,10 @@ class Settings:
     response_cache_size: int = 20_000
     # Seconds between two batches of a worker's clients-view rows to the store.
     clients_flush_interval: float = 1.0
+    # Long-poll: a poll with nothing new is held up to this many seconds (0: never held), and never
+    # longer than the client's x-envoy-expected-rq-timeout-ms minus long_poll_margin seconds.
+    long_poll_max_hold: float = 25.0
+    long_poll_margin: float = 1.0
     # Seed data from the YAML file: {service name: {"hosts": [...], "policy": {...}}}.
     services: dict[str, Any] = field(default_factory=dict)
 
@@ -153,6 +157,11 @@ def validate(settings: Settings) -> None:
         )
     if settings.log_format not in ("text", "json"):
         raise SettingsError(f"log_format {settings.log_format!r}: must be text or json")
+    if settings.long_poll_max_hold < 0 or settings.long_poll_margin < 0:
+        raise SettingsError(
+            f"long_poll_max_hold {settings.long_poll_max_hold}, long_poll_margin {settings.long_poll_margin}: "
+            "must be 0 or more seconds"
+        )
     if settings.max_body_bytes < 128 * 1024:
         raise SettingsError(
             f"max_body_bytes {settings.max_body_bytes}: must be at least 131072; Envoy's polls alone are ~77 KB"

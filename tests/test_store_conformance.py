@@ -1,11 +1,12 @@
 """The contract every store backend keeps; the `store` fixture runs it against each of them."""
 
 import threading
+import time
 
 import pytest
 
 from eds_server.model import Host, NotFound, PreconditionFailed, Service, parse_host
-from eds_server.store import ClientRow
+from eds_server.store import ClientRow, open_store
 from eds_server.xds import version_of
 
 
@@ -160,3 +161,24 @@ def test_client_rows_not_seen_for_long_are_forgotten(store):
     store.record_clients([client_row(node="old", last_poll=10.0), client_row(node="new", last_poll=50.0)], 0)
     store.record_clients([client_row(node="newer", last_poll=60.0)], forget_before=20.0)
     assert [row.node_id for row in store.clients()] == ["new", "newer"]
+
+
+def same_data_elsewhere(store):
+    """Another store object on the same data, as another worker would open it (memory:// has none)."""
+    path = getattr(store, "path", None)
+    return open_store(f"sqlite:///{path}", version_of) if path else store
+
+
+def test_wait_for_change_wakes_for_a_write_from_another_connection(store, tmp_path):
+    assert store.wait_for_change(0.05) is False  # nothing written: it times out
+    other = same_data_elsewhere(store)
+    woke = []
+    waiter = threading.Thread(target=lambda: woke.append(store.wait_for_change(5)))
+    waiter.start()
+    time.sleep(0.05)
+    put(other, "svc", host("10.0.0.1"))
+    waiter.join(6)
+    assert woke == [True]
+    assert store.wait_for_change(0.05) is False  # that change was reported once
+    put(other, "svc", host("10.0.0.2"))  # a change between two waits is not lost
+    assert store.wait_for_change(5) is True

@@ -63,6 +63,8 @@ class PollRoutes:
         self.app = app
         self.services = services
         self.max_body_bytes = services.settings.max_body_bytes
+        self.max_hold = services.settings.long_poll_max_hold
+        self.hold_margin = services.settings.long_poll_margin
 
     def __call__(self, environ, start_response):
         api = POLL_PATHS.get(environ.get("PATH_INFO", ""))
@@ -80,7 +82,7 @@ class PollRoutes:
             poll = parse_request(api, read_body(environ, self.max_body_bytes))
             # gunicorn's access log line carries the node (see logs.py).
             environ["eds.node"] = poll.node_id
-            answer = services.discovery.answer(poll)
+            answer = services.discovery.answer(poll, self.hold_for(environ), services.clients.sent_version(poll))
             services.clients.saw(poll, answer)
             status, body = answer.status, answer.body
             # An explicit length spares both sides chunked framing.
@@ -95,8 +97,23 @@ class PollRoutes:
         except StoreUnavailable as error:
             log.warning("store unavailable on poll: %s", error)
             status, headers, body = 503, JSON_HEADERS, orjson.dumps({"message": store_unavailable_message(error)})
-        services.metrics.poll_answered(api, status, started)
+        services.metrics.poll_answered(api, status, started, answer.held if status < 400 else 0.0)
         return STATUS_LINES[status], headers, body
+
+    def hold_for(self, environ: dict) -> float:
+        """Seconds this poll may be held: never longer than the client said it waits, minus a margin.
+
+        Envoy announces its request_timeout in x-envoy-expected-rq-timeout-ms on
+        every poll; a client without it (curl, a load generator) is never held.
+        """
+        announced = environ.get("HTTP_X_ENVOY_EXPECTED_RQ_TIMEOUT_MS")
+        if not announced or not self.max_hold:
+            return 0.0
+        try:
+            waits = int(announced) / 1000
+        except ValueError:
+            return 0.0
+        return max(0.0, min(self.max_hold, waits - self.hold_margin))
 
     @staticmethod
     def _refuse(environ: dict, status: int, reason: str, body: dict) -> tuple[int, list, bytes]:

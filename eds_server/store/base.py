@@ -123,6 +123,18 @@ class Store(ABC):
     def clients(self) -> list[ClientRow]:
         """Every recorded row, ordered by (node_id, resource_name)."""
 
+    # -- change notification: what wakes held polls ----------------------------
+    @abstractmethod
+    def wait_for_change(self, timeout: float) -> bool:
+        """Block until a write may have changed a service since this store object's previous call (True),
+        or until `timeout` seconds pass (False).
+
+        One caller per store object: the worker's hold watcher, which then
+        re-reads the versions of the services it holds polls for. Waking for a
+        write that changed nothing a poll sees is allowed; sleeping through a
+        change is not, whichever worker, replica or sweeper wrote it.
+        """
+
     def close(self) -> None:  # noqa: B027  (a store without connections has nothing to release)
         """Release connections."""
 

@@ -15,6 +15,9 @@ class MemoryStore(Store):
         self._lock = threading.Lock()
         self._services: dict[str, tuple[Service, str]] = {}
         self._clients: dict[tuple[str, str], ClientRow] = {}
+        self._changes = threading.Condition()
+        self._generation = 0  # writes so far
+        self._generation_seen = 0  # by the previous wait_for_change
 
     def get(self, name: str) -> Service | None:
         entry = self._services.get(name)
@@ -60,4 +63,14 @@ class MemoryStore(Store):
                 del self._services[name]
             else:
                 self._services[name] = (after, version_after)
-            return Change(name, current, after, version_before, version_after)
+        with self._changes:
+            self._generation += 1
+            self._changes.notify_all()
+        return Change(name, current, after, version_before, version_after)
+
+    def wait_for_change(self, timeout: float) -> bool:
+        with self._changes:
+            seen = self._generation_seen
+            changed = self._changes.wait_for(lambda: self._generation != seen, timeout)
+            self._generation_seen = self._generation
+            return changed

@@ -11,6 +11,7 @@ import dataclasses
 import json
 import os
 import sqlite3
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
@@ -34,6 +35,10 @@ CREATE TABLE IF NOT EXISTS clients (
 );
 """
 BUSY_TIMEOUT_SECONDS = 30
+# How often a waiting watcher asks SQLite whether any connection committed:
+# one `PRAGMA data_version` (a few microseconds) per interval and worker,
+# shared by every held poll; a change reaches held polls within this.
+CHANGE_CHECK_INTERVAL = 0.01
 
 
 class SqliteStore(Store):
@@ -49,6 +54,10 @@ class SqliteStore(Store):
         # of real threads that use the store at once. (list.pop and append
         # are atomic: the pool needs no lock.)
         self._idle: list[sqlite3.Connection] = []
+        # data_version counts commits by *other* connections, so the watcher
+        # has a connection of its own that never writes.
+        self._watch_conn: sqlite3.Connection | None = None
+        self._data_version_seen: int | None = None
         with self._connection() as conn:
             conn.executescript(SCHEMA)
 
@@ -114,8 +123,28 @@ class SqliteStore(Store):
         except sqlite3.Error as error:
             raise StoreUnavailable(f"sqlite store {self.path}: {error}") from error
 
+    def wait_for_change(self, timeout: float) -> bool:
+        if self._watch_conn is None:
+            self._watch_conn = self._connect()
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                (data_version,) = self._watch_conn.execute("PRAGMA data_version").fetchone()
+            except sqlite3.Error as error:
+                raise StoreUnavailable(f"sqlite store {self.path}: {error}") from error
+            seen, self._data_version_seen = self._data_version_seen, data_version
+            if seen is not None and data_version != seen:
+                return True
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            time.sleep(min(CHANGE_CHECK_INTERVAL, left))
+
     def close(self) -> None:
         idle, self._idle = self._idle, []
+        if self._watch_conn is not None:
+            idle.append(self._watch_conn)
+            self._watch_conn, self._data_version_seen = None, None
         for conn in idle:
             conn.close()
 

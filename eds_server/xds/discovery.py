@@ -7,8 +7,11 @@ served from memory after that.
 
 from __future__ import annotations
 
+import dataclasses
 import threading
+import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
@@ -17,6 +20,7 @@ import simdjson
 
 from ..model import InvalidInput, Problem, validate_name
 from ..store import Store
+from .holds import Holds
 from .render import TYPE_URLS, assignment, combined_version, discovery_response, version_of
 
 # The fields of envoy.service.discovery.v3.DiscoveryRequest (v2 has the same JSON names).
@@ -41,6 +45,7 @@ class Answer:
     status: int  # 200 or 304
     body: bytes
     version: str
+    held: float = 0.0  # seconds the poll was held before this answer
 
 
 def _plain(value: Any) -> Any:
@@ -161,27 +166,43 @@ def empty_version(name: str) -> str:
 class Discovery:
     """Answers polls for one worker, keeping the rendered bytes of recent versions."""
 
-    def __init__(self, store: Store, cache_size: int = 20000):
+    def __init__(self, store: Store, cache_size: int = 20000, on_held_count: Callable[[int], None] | None = None):
         self.store = store
         self.cache_size = cache_size
         self._cache: OrderedDict[tuple[str, tuple[str, ...], str], bytes] = OrderedDict()
         self._lock = threading.Lock()
+        self.holds = Holds(store, self.current_version, *([on_held_count] if on_held_count else []))
 
     def current_version(self, names: tuple[str, ...]) -> str:
         return combined_version(self.store.version(n) or empty_version(n) for n in names)
 
-    def answer(self, request: DiscoveryRequest) -> Answer:
+    def answer(self, request: DiscoveryRequest, hold: float = 0.0, sent_version: str | None = None) -> Answer:
+        """The answer to a poll; with `hold` > 0, a poll with nothing new is held up to that many seconds.
+
+        Held: a poll that holds the current version (it would get 304), and a
+        poll from a node that was already sent the current version but still
+        reports another (it rejected it: answering at once would have it poll
+        again at once, in a tight loop). Either is answered as soon as the
+        version changes, else when the hold ends (304, or the current version
+        re-sent to the node that rejected it).
+        """
         version = self.current_version(request.names)
+        held = 0.0
+        if hold > 0 and request.version_info is not None and version in (request.version_info, sent_version):
+            started = time.monotonic()
+            self.holds.wait(request.names, version, hold)
+            held = time.monotonic() - started
+            version = self.current_version(request.names)
         # Never 304 a poll without version_info: Envoy holds nothing yet.
         if request.version_info is not None and request.version_info == version:
-            return Answer(304, b"", version)
+            return Answer(304, b"", version, held)
         key = (request.api, request.names, version)
         with self._lock:
             body = self._cache.get(key)
             if body is not None:
                 self._cache.move_to_end(key)
-                return Answer(200, body, version)
-        return self._render(request)
+                return Answer(200, body, version, held)
+        return dataclasses.replace(self._render(request), held=held)
 
     def _render(self, request: DiscoveryRequest) -> Answer:
         services = [(name, self.store.get(name)) for name in request.names]
