@@ -267,3 +267,18 @@ def test_captured_envoy_polls_replayed(client, envoy_first_poll, envoy_poll):
     _, [assignment] = parse_v3(after)
     assert after.get_json()["version_info"] != version
     assert len(assignment.endpoints[0].lb_endpoints) == 2
+
+
+def test_the_swagger_documented_route_answers_through_the_same_code(app, envoy_poll):
+    """Polls are taken in front of Flask; the flask-restx resource behind it gives the very same answers."""
+    from werkzeug.test import Client
+
+    client, flask_only = app.test_client(), Client(app.wsgi_app.app)
+    client.put("/edsservice/myservice", json={"hosts": [{"ip_address": "127.0.0.1", "port": 8001}]})
+    body = json.dumps({k: v for k, v in envoy_poll["body"].items() if k != "version_info"})
+    fast = client.post("/v3/discovery:endpoints", data=body)
+    documented = flask_only.post("/v3/discovery:endpoints", data=body)
+    assert (documented.status_code, documented.data) == (fast.status_code, fast.data) == (200, fast.data)
+    held = json.dumps({**envoy_poll["body"], "version_info": fast.get_json()["version_info"]})
+    assert flask_only.post("/v3/discovery:endpoints", data=held).status_code == 304
+    assert flask_only.post("/v3/discovery:endpoints", data=b"{").status_code == 400

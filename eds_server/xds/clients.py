@@ -12,7 +12,6 @@ batches of every worker and replica add up.
 
 from __future__ import annotations
 
-import logging
 import threading
 import time
 from collections.abc import Callable
@@ -22,7 +21,6 @@ from ..store import ClientRow, Store
 from .discovery import Answer, DiscoveryRequest
 
 STUCK_AFTER_POLLS = 3
-log = logging.getLogger("eds_server.clients")
 
 
 class _Seen:
@@ -80,7 +78,7 @@ class Clients:
         self.forget_after = forget_after
         self._lock = threading.Lock()
         self._pending: dict[tuple[str, str], _Seen] = {}
-        # (api, node id, names) -> [version this worker last sent in a 200, rejected polls since]
+        # (api, node id, names) -> [version this worker last sent in a 200, rejected polls since, last poll]
         self._sent: dict[tuple[str, str, tuple[str, ...]], list] = {}
 
     def sent_version(self, request: DiscoveryRequest) -> str | None:
@@ -95,11 +93,12 @@ class Clients:
         with self._lock:
             sent = self._sent.get(key)
             if sent is None or request.version_info is None:  # a node (re)starting holds nothing yet
-                sent = self._sent[key] = [None, 0]
+                sent = self._sent[key] = [None, 0, now]
             elif request.version_info == sent[0]:
                 sent[1] = 0
             else:
                 sent[1] += 1
+            sent[2] = now
             if answer.status == 200:
                 sent[0] = answer.version
             for name in request.names:
@@ -112,14 +111,15 @@ class Clients:
 
     def flush(self) -> None:
         """Hand this worker's rows to the store in one batch; kept for the next try if that fails."""
+        forget_before = self.clock() - self.forget_after
         with self._lock:
             pending, self._pending = self._pending, {}
+            for key in [k for k, sent in self._sent.items() if sent[2] < forget_before]:
+                del self._sent[key]
         if not pending:
             return
         try:
-            self.store.record_clients(
-                [seen.row(name) for (_, name), seen in pending.items()], self.clock() - self.forget_after
-            )
+            self.store.record_clients([seen.row(name) for (_, name), seen in pending.items()], forget_before)
         except Exception:
             with self._lock:
                 for key, seen in pending.items():
