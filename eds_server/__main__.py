@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import sys
 
+from .model import RegistryError
 from .server import serve
 from .settings import SettingsError, load_settings
+from .store import StoreUnavailable
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -14,7 +16,13 @@ def main(argv: list[str] | None = None) -> int:
     except SettingsError as error:
         print(f"eds-server: {error}", file=sys.stderr)
         return 2
-    serve(settings)
+    try:
+        serve(settings)
+    except (StoreUnavailable, RegistryError) as error:
+        # The start-up (TTL sweep, seed) could not run: better no server than one
+        # that hands Envoy expired hosts or misses its seed.
+        print(f"eds-server: cannot start: {error}", file=sys.stderr)
+        return 1
     return 0
 
 

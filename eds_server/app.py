@@ -29,6 +29,10 @@ class Services:
     polls: discovery.PollRoutes | None = None
 
 
+def registry_for(settings: Settings, store: Store) -> Registry:
+    return Registry(store, Limits(max_hosts_per_service=settings.max_hosts_per_service))
+
+
 def create_app(settings: Settings | None = None, store: Store | None = None) -> Flask:
     """Build the WSGI app. Opens the store named by `settings.store` unless one is given."""
     settings = settings or Settings()
@@ -44,7 +48,7 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
     answers = Discovery(store, cache_size=settings.response_cache_size, on_held_count=metrics.held_count)
     services = app.extensions["eds"] = Services(
         settings=settings,
-        registry=Registry(store, Limits(max_hosts_per_service=settings.max_hosts_per_service)),
+        registry=registry_for(settings, store),
         discovery=answers,
         clients=Clients(store, answers.current_version, clock=store.clock),
         metrics=metrics,

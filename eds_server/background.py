@@ -33,10 +33,16 @@ class Periodic:
         self._stop.set()
 
     def _run(self) -> None:
+        skipping = False  # say so once per outage, not every interval
         while not self._stop.wait(self.interval):
             try:
                 self.task()
+                if skipping:
+                    log.warning("%s resumed: the store answers again", self.name)
+                skipping = False
             except StoreUnavailable as error:
-                log.warning("%s skipped, store unavailable: %s", self.name, error)
+                if not skipping:
+                    log.warning("%s skipped until the store answers again: %s", self.name, error)
+                skipping = True
             except Exception:
                 log.exception("%s failed; retrying in %ss", self.name, self.interval)

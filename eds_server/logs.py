@@ -24,23 +24,30 @@ def json_formatter() -> logging.Formatter:
     )
 
 
+def configure(level: str | int, log_format: str) -> None:
+    """eds-server's own loggers (`eds_server.*`): one handler on stderr, in the chosen format.
+
+    Called before gunicorn starts (the start-up's lines) and again by gunicorn's logger class.
+    """
+    ours = logging.getLogger("eds_server")
+    ours.setLevel(level.upper() if isinstance(level, str) else level)
+    ours.propagate = False
+    for handler in list(ours.handlers):
+        ours.removeHandler(handler)
+    handler = logging.StreamHandler()
+    handler.setFormatter(json_formatter() if log_format == "json" else logging.Formatter(TEXT_FORMAT))
+    ours.addHandler(handler)
+
+
 class EdsLogger(glogging.Logger):
     log_format = "text"
 
     def setup(self, cfg) -> None:
         super().setup(cfg)
-        as_json = self.log_format == "json"
-        if as_json:
+        if self.log_format == "json":
             for handler in self.error_log.handlers + self.access_log.handlers:
                 handler.setFormatter(json_formatter())
-        ours = logging.getLogger("eds_server")
-        ours.setLevel(self.loglevel)
-        ours.propagate = False
-        for handler in list(ours.handlers):
-            ours.removeHandler(handler)
-        handler = logging.StreamHandler()
-        handler.setFormatter(json_formatter() if as_json else logging.Formatter(TEXT_FORMAT))
-        ours.addHandler(handler)
+        configure(self.loglevel, self.log_format)
 
     def access(self, resp, req, environ, request_time) -> None:
         if self.log_format != "json" or not self.access_log_enabled:

@@ -7,11 +7,13 @@ every change is validated, bounded and logged the same way whoever made it.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from .model import (
     AlreadyExists,
+    Host,
     LimitExceeded,
     NotFound,
     Service,
@@ -46,10 +48,21 @@ class Registry:
     def _apply(self, operation: str, name: str, mutate, if_match: str | None, who: str) -> Change:
         change = self.store.update(name, mutate, if_match=if_match)
         if change.before is not change.after:
-            log.info("%s service=%s by=%s %s", operation, name, who, describe(change))
+            # A heartbeat that only moves a deadline leaves the service equal (a
+            # deadline is no part of a host's equality, nor of its ETag); at INFO
+            # it would bury the changes among the refreshes.
+            shown = change.visible or change.before != change.after
+            log.log(
+                logging.INFO if shown else logging.DEBUG,
+                "%s service=%s by=%s %s",
+                operation,
+                name,
+                who,
+                describe(change),
+            )
         return change
 
-    def create(self, name: str, body: Any, who: str = "-") -> Change:
+    def create(self, name: str, body: Any, if_match: str | None = None, who: str = "-") -> Change:
         service = self._bounded(parse_service(name, body, self.store.clock()))
 
         def create(current: Service | None) -> Service:
@@ -57,7 +70,7 @@ class Registry:
                 raise AlreadyExists(f"service {name!r} already exists; use PUT to replace its hosts")
             return service
 
-        return self._apply("create", name, create, None, who)
+        return self._apply("create", name, create, if_match, who)
 
     def replace(self, name: str, body: Any, if_match: str | None = None, who: str = "-") -> Change:
         service = self._bounded(parse_service(name, body, self.store.clock()))
@@ -73,18 +86,24 @@ class Registry:
 
         return self._apply("delete", name, delete, if_match, who)
 
-    def upsert_host(self, name: str, body: Any, if_match: str | None = None, who: str = "-") -> tuple[Change, bool]:
-        """Add or refresh one host (a heartbeat); creates the service when absent."""
+    def upsert_host(
+        self, name: str, body: Any, if_match: str | None = None, who: str = "-"
+    ) -> tuple[Change, Host, bool]:
+        """Add or refresh one host (a heartbeat); creates the service when absent.
+
+        Returns the change, the host as the body gave it, and whether it is new.
+        """
         validate_name(name)
-        host = parse_host(body, "body").stamped(self.store.clock())
+        host = parse_host(body, "body")
+        now = self.store.clock()
         created = False
 
         def upsert(current: Service | None) -> Service:
             nonlocal created
-            service, created = (current or Service(name)).with_host(host)
+            service, created = (current or Service(name)).with_heartbeat(host, body, now)
             return self._bounded(service)
 
-        return self._apply("upsert-host", name, upsert, if_match, who), created
+        return self._apply("upsert-host", name, upsert, if_match, who), host, created
 
     def patch_host(
         self, name: str, key: tuple[str, int], patch: Any, if_match: str | None = None, who: str = "-"
@@ -105,10 +124,33 @@ class Registry:
             "delete-host", name, lambda current: _existing(name, current).without_host(key), if_match, who
         )
 
+    def seed(self, services: Mapping[str, Any], who: str = "seed") -> list[Change]:
+        """Create the services of a seed that do not exist yet; leave existing ones as they are.
+
+        A restart with the same seed therefore changes nothing, and never undoes
+        what was changed through the API since the service was first seeded.
+        """
+        now = self.store.clock()
+        changes = []
+        for name, body in services.items():
+            service = self._bounded(parse_service(name, body, now))
+            changes.append(self._apply("seed", name, lambda current, new=service: current or new, None, who))
+        kept = [c.name for c in changes if c.before is not None]
+        if kept:
+            log.info("seed: kept %d existing service(s) as they are: %s", len(kept), ",".join(kept))
+        return [c for c in changes if c.before is None]
+
     def expire(self) -> list[Change]:
         changes = self.store.expire()
         for change in changes:
-            log.info("expire service=%s by=ttl %s", change.name, describe(change))
+            gone = {h.key for h in change.before.hosts} - {h.key for h in change.after.hosts}
+            log.info(
+                "expire service=%s hosts=%s version=%s->%s",
+                change.name,
+                ",".join(format_endpoint(*key) for key in sorted(gone)),
+                change.version_before,
+                change.version_after,
+            )
         return changes
 
 

@@ -9,19 +9,23 @@ from typing import Any
 
 from gunicorn.app.base import BaseApplication
 
-from .app import create_app
+from . import logs
+from .app import create_app, registry_for
 from .background import Periodic
 from .gunicorn_conf import gunicorn_options
 from .metrics import enable_multiprocess, worker_gone
 from .settings import Settings
+from .store import Store, open_store
 from .sweeper import sweeper
+from .xds import version_of
 
 log = logging.getLogger("eds_server")
 
 
 class Server(BaseApplication):
-    def __init__(self, settings: Settings, metrics_dir: str):
+    def __init__(self, settings: Settings, store: Store, metrics_dir: str):
         self.settings = settings
+        self.store = store
         self.metrics_dir = metrics_dir
         self.options: dict[str, Any] = gunicorn_options(settings)
         super().__init__()
@@ -35,9 +39,9 @@ class Server(BaseApplication):
         self.cfg.set("on_exit", self._on_exit)
 
     def load(self):
-        # Called in each worker after the fork: every worker opens its own
-        # store connections, and nothing is opened in the master.
-        self.app = create_app(self.settings)
+        # Called in each worker after the fork. The store object comes from the
+        # master with no connection open (see `serve`): each worker opens its own.
+        self.app = create_app(self.settings, store=self.store)
         return self.app
 
     def _post_worker_init(self, worker) -> None:
@@ -66,9 +70,31 @@ class Server(BaseApplication):
         shutil.rmtree(self.metrics_dir, ignore_errors=True)
 
 
+def start_up(settings: Settings, store: Store) -> None:
+    """What runs once per server, before it answers anything.
+
+    Hosts whose ttl ran out while the server was down are removed before the
+    first poll could hand them to Envoy, and the seed is loaded once, not once
+    per worker.
+    """
+    registry = registry_for(settings, store)
+    registry.expire()
+    registry.seed(settings.services)
+
+
 def serve(settings: Settings) -> None:
+    # The start-up's lines look like the workers' (whose Flask app finds a
+    # handler already there and adds none of its own).
+    logs.configure(settings.log_level, settings.log_format)
+    store = open_store(settings.store, version_of)
+    try:
+        start_up(settings, store)
+    finally:
+        # Connections must not cross the fork; the workers inherit the store
+        # object (a memory:// store with its contents) and reconnect on first use.
+        store.close()
     # Every worker writes its metric values under this server's own directory,
     # made before the workers fork so that /metrics on any of them adds up all.
     metrics_dir = tempfile.mkdtemp(prefix="eds-server-metrics-")
     enable_multiprocess(metrics_dir)
-    Server(settings, metrics_dir).run()
+    Server(settings, store, metrics_dir).run()

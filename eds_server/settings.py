@@ -15,6 +15,8 @@ from typing import Any
 
 import yaml
 
+from .model import InvalidInput
+from .seed import check_services
 from .store import check_store_url
 
 ENV_PREFIX = "EDS_"
@@ -42,7 +44,10 @@ class Settings:
     # longer than the client's x-envoy-expected-rq-timeout-ms minus long_poll_margin seconds.
     long_poll_max_hold: float = 25.0
     long_poll_margin: float = 1.0
-    # Seed data from the YAML file: {service name: {"hosts": [...], "policy": {...}}}.
+    # A YAML file of seed services only (the format GET /edsservice?format=yaml writes).
+    seed_file: str | None = None
+    # Seed data: the config file's services: key plus the seed file's,
+    # {service name: {"hosts": [...], "policy": {...}}}; created at start-up when missing.
     services: dict[str, Any] = field(default_factory=dict)
 
 
@@ -88,14 +93,18 @@ def _apply(settings: Settings, values: Mapping[str, Any], origin: str) -> None:
         setattr(settings, name, _coerce(name, raw, kinds[name]))
 
 
-def _read_yaml(path: str) -> dict[str, Any]:
+def _load_yaml(path: str, what: str) -> Any:
     try:
         with open(path, encoding="utf-8") as handle:
-            data = yaml.safe_load(handle) or {}
+            return yaml.safe_load(handle) or {}
     except OSError as error:
-        raise SettingsError(f"config file {path}: {error.strerror}") from None
+        raise SettingsError(f"{what} {path}: {error.strerror}") from None
     except yaml.YAMLError as error:
-        raise SettingsError(f"config file {path}: not valid YAML: {error}") from None
+        raise SettingsError(f"{what} {path}: not valid YAML: {error}") from None
+
+
+def _read_yaml(path: str) -> dict[str, Any]:
+    data = _load_yaml(path, "config file")
     if not isinstance(data, dict):
         raise SettingsError(f"config file {path}: must be a mapping of settings (and 'services')")
     settings = dict(data.get("settings") or {})
@@ -136,8 +145,33 @@ def load_settings(argv: Sequence[str] | None = None, environ: Mapping[str, str] 
         settings.config = config_path
     _apply(settings, env, "environment")
     _apply(settings, cli, "command line")
+    settings.services = _checked_services(settings.services, f"config file {config_path}")
+    if settings.seed_file:
+        _add_seed_file(settings, settings.seed_file)
     validate(settings)
     return settings
+
+
+def _checked_services(services: Any, origin: str) -> dict[str, Any]:
+    try:
+        check_services(services)
+    except InvalidInput as error:
+        raise SettingsError(f"{origin}: {error.message}") from None
+    return dict(services)
+
+
+def _add_seed_file(settings: Settings, path: str) -> None:
+    data = _load_yaml(path, "seed file")
+    if not isinstance(data, Mapping) or set(data) - {"services"}:
+        raise SettingsError(
+            f"seed file {path}: must be a mapping with the one key 'services' "
+            "(settings go into the --config file); GET /edsservice?format=yaml writes one"
+        )
+    seeded = _checked_services(data.get("services") or {}, f"seed file {path}")
+    twice = sorted(set(seeded) & set(settings.services))
+    if twice:
+        raise SettingsError(f"seed file {path}: {', '.join(twice)} also in the config file's services; keep one")
+    settings.services = {**settings.services, **seeded}
 
 
 def validate(settings: Settings) -> None:

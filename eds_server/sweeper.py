@@ -11,5 +11,7 @@ def sweeper(registry: Registry, interval: float) -> Periodic:
 
     Every worker runs one; the store re-checks each expiry inside its atomic
     step, so however many sweep at once, each host is removed exactly once.
+    The first sweep comes one interval after start: the server swept once
+    before its workers started (`server.start_up`).
     """
     return Periodic("eds-ttl-sweeper", interval, registry.expire)

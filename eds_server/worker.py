@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import _socket
 import os
+import signal
 import socket
 import time
 
@@ -25,6 +26,12 @@ STOP_CHECK_INTERVAL = 0.05
 
 class EdsWorker(GeventWorker):
     def init_process(self) -> None:
+        # Until gunicorn installs the worker's signal handlers (after gevent's
+        # monkey-patching, which takes a while), the master's are inherited:
+        # a SIGTERM then would be lost, and the master would wait out
+        # graceful_timeout for a worker that never heard it.
+        for stop_signal in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT):
+            signal.signal(stop_signal, self.handle_exit)
         self._idle: set[socket.socket] = set()
         self._busy: set[socket.socket] = set()
         super().init_process()

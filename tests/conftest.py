@@ -8,8 +8,9 @@ import pytest
 from eds_server import Settings, create_app
 from eds_server.store import open_store
 from eds_server.xds import version_of
+from scripts.processes import EdsServer, stop_all, survivors
 
-from .processes import EdsServer, stop_all
+from .redis_server import RedisServer
 
 # Copies of shared/fixtures (requests captured from Envoy 1.40) and of the classic tutorial.
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -19,6 +20,7 @@ FIXTURES = Path(__file__).parent / "fixtures"
 def _stop_every_process():
     yield
     stop_all()
+    assert survivors() == [], "processes started by the tests are still running"
 
 
 class Clock:
@@ -39,9 +41,42 @@ def clock() -> Clock:
     return Clock()
 
 
-@pytest.fixture(params=["memory", "sqlite"])
+@pytest.fixture(scope="session")
+def shared_redis(tmp_path_factory):
+    """One redis-server for the tests that only need an empty database (see `redis_url`)."""
+    server = RedisServer(tmp_path_factory.mktemp("redis")).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def redis_url(shared_redis) -> str:
+    """The shared redis-server's URL, its database emptied for this test."""
+    shared_redis.client().flushdb()
+    return shared_redis.url
+
+
+@pytest.fixture
+def redis_server(tmp_path):
+    """A factory of redis-servers of this test's own (to stop, crash and restart), all stopped at the end."""
+    servers: list[RedisServer] = []
+
+    def make(**options) -> RedisServer:
+        server = RedisServer(tmp_path, **options).start()
+        servers.append(server)
+        return server
+
+    yield make
+    for server in servers:
+        server.stop()
+
+
+@pytest.fixture(params=["memory", "sqlite", "redis"])
 def store(request, tmp_path, clock):
-    url = "memory://" if request.param == "memory" else f"sqlite:///{tmp_path}/registry.db"
+    if request.param == "redis":
+        url = request.getfixturevalue("redis_url")
+    else:
+        url = "memory://" if request.param == "memory" else f"sqlite:///{tmp_path}/registry.db"
     store = open_store(url, version_of, clock=clock)
     yield store
     store.close()

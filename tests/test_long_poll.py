@@ -6,7 +6,7 @@ import time
 
 import requests
 
-from .processes import wait_until
+from scripts.processes import wait_until
 
 V3_TYPE = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment"
 ENVOY_TIMEOUT = {"x-envoy-expected-rq-timeout-ms": "30000"}  # what Envoy sends with request_timeout: 30s

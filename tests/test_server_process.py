@@ -5,7 +5,7 @@ import sys
 
 import requests
 
-from .processes import REPO
+from scripts.processes import REPO
 
 V3_TYPE = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment"
 
@@ -27,23 +27,35 @@ def endpoints(response):
     )
 
 
+def add_host(server, port, **fields):
+    """POST one host of service `web` on a fresh connection (so successive writes land on any worker)."""
+    return requests.post(
+        f"{server.url}/edsservice/web/hosts",
+        json={"ip_address": "127.0.0.1", "port": port, **fields},
+        timeout=5,
+        headers={"Connection": "close"},
+    )
+
+
+def assert_the_next_poll_serves_every_write(writers, pollers, ports):
+    """Add one host per port on `writers` in turn; right after each, a poll on the next of `pollers`
+    must get it (200, the write's version), and then every poller must answer that version with 304."""
+    held = None
+    for index, port in enumerate(ports):
+        write = add_host(writers[index % len(writers)], port)
+        assert write.status_code == 201
+        poller = pollers[index % len(pollers)]
+        answer = poll(poller, held)
+        assert answer.status_code == 200, f"{poller.url} served a stale answer after port {port} was written"
+        assert answer.json()["version_info"] == write.json()["version"]
+        assert endpoints(answer) == list(ports[: index + 1])
+        held = answer.json()["version_info"]
+        assert [poll(other, held).status_code for other in pollers] == [304] * len(pollers)
+
+
 def test_a_write_is_seen_by_the_very_next_poll_on_any_worker(eds_server):
     server = eds_server(workers=3)
-    held = None
-    for port in range(9001, 9031):
-        write = requests.post(
-            f"{server.url}/edsservice/web/hosts",
-            json={"ip_address": "127.0.0.1", "port": port},
-            timeout=5,
-            headers={"Connection": "close"},
-        )
-        assert write.status_code == 201
-        answer = poll(server, held)
-        assert answer.status_code == 200, f"stale answer after writing port {port}"
-        assert answer.json()["version_info"] == write.json()["version"]
-        assert endpoints(answer) == list(range(9001, port + 1))
-        held = answer.json()["version_info"]
-        assert poll(server, held).status_code == 304
+    assert_the_next_poll_serves_every_write([server], [server], range(9001, 9031))
 
 
 def test_a_restart_keeps_every_host_and_every_version(eds_server):

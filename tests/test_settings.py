@@ -10,6 +10,11 @@ def test_defaults():
     assert (settings.host, settings.port, settings.store) == ("0.0.0.0", 8080, "sqlite:///data/registry.db")
 
 
+def test_a_redis_store_from_the_environment():
+    url = "rediss://:pw@redis.internal:6380/2?ssl_ca_certs=/etc/ssl/ca.pem"
+    assert load_settings([], environ={"EDS_STORE": url}).store == url
+
+
 def test_precedence(tmp_path):
     config = tmp_path / "eds.yaml"
     config.write_text("port: 7000\nworkers: 4\nlog_level: debug\naccess_log: true\n")
@@ -36,6 +41,7 @@ def test_booleans_from_the_environment(word, value):
         ({"EDS_ACCESS_LOG": "maybe"}, "not a boolean"),
         ({"EDS_STORE": "memory://", "EDS_WORKERS": "2"}, "--workers 1"),
         ({"EDS_STORE": "ftp://x"}, "unknown scheme"),
+        ({"EDS_STORE": "redis://:pw@redis.internal:6379/db0"}, "database number"),
         ({"EDS_CONFIG": "/nonexistent.yaml"}, "No such file"),
     ],
 )

@@ -19,7 +19,7 @@ from ..model import (
     Problem,
     RegistryError,
 )
-from ..store import StoreUnavailable
+from ..store import CommitOutcomeUnknown, StoreUnavailable
 
 log = logging.getLogger("eds_server.http")
 refusals = logging.getLogger("eds_server.refusals")
@@ -123,4 +123,6 @@ def register_error_handlers(app: Flask, api: Api) -> None:
 
 
 def store_unavailable_message(error: StoreUnavailable) -> str:
+    if isinstance(error, CommitOutcomeUnknown):
+        return f"the registry store is unavailable: {error}"
     return f"the registry store is unavailable, nothing was changed: {error}"

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from time import perf_counter
 
-from flask import Flask, current_app, g, request, url_for
+from flask import Flask, Response, current_app, g, request, url_for
 from flask_restx import Namespace, Resource, fields
 
-from ..model import HEALTH_STATUSES, NotFound, Service, parse_endpoint, validate_name
+from ..model import HEALTH_STATUSES, InvalidInput, NotFound, Problem, Service, parse_endpoint, validate_name
+from ..seed import export
+from ..store import Change
+from ..xds import version_of
 from .common import caller, read_json, registry
 
 ns = Namespace("edsservice", description="Services and their upstream hosts", path="/edsservice")
@@ -106,31 +109,63 @@ def measure_writes(app: Flask) -> None:
         return response
 
 
-def service_body(service: Service) -> dict:
+def service_body(service: Service, version: str | None = None) -> dict:
     body = service.to_dict()
-    body["version"] = registry().store.version(service.name)
+    # The version of this very state (a write's own, or computed), never read
+    # again: a write landing in between would pair these hosts with another's.
+    body["version"] = version or version_of(service.name, service)
     return body
 
 
-def answer(change, created_status: int = 201, status: int = 200):
-    """The service after a write, with its ETag; 204 when it was deleted."""
+def etag(service: Service) -> dict[str, str]:
+    return {"ETag": f'"{service.etag}"'}
+
+
+def service_url(name: str) -> str:
+    return url_for("edsservice_service", name=name)
+
+
+def answer(change: Change, created: bool | None = None, location: str | None = None):
+    """The service after a write with its ETag: 201 (and Location) when `created`
+    (by default: when the service is new), 200 otherwise, 204 when it was deleted."""
     service = change.after
     if service is None:
         return "", 204
-    headers = {"ETag": f'"{service.etag}"'}
-    if change.before is None:
-        headers["Location"] = url_for("edsservice_service", name=service.name)
-        return service_body(service), created_status, headers
-    return service_body(service), status, headers
+    if created is None:
+        created = change.before is None
+    body = service_body(service, change.version_after)
+    if not created:
+        return body, 200, etag(service)
+    return body, 201, {**etag(service), "Location": location or service_url(service.name)}
+
+
+EXPORT_FORMATS = ("json", "yaml")
 
 
 @ns.route("")
 class ServiceList(Resource):
-    @ns.doc("list_services")
+    @ns.doc(
+        "list_services",
+        params={
+            "format": {
+                "description": "json (default), or yaml: the seed file format, to load into another server "
+                "with EDS_SEED_FILE",
+                "enum": list(EXPORT_FORMATS),
+                "in": "query",
+            }
+        },
+    )
     @ns.response(200, "every service with its hosts", [service_output])
+    @ns.response(400, "unknown format", error_model)
     def get(self):
-        """Every service with its hosts."""
-        return [service_body(s) for s in registry().store.services()]
+        """Every service with its hosts; `?format=yaml` exports the registry as a seed file."""
+        wanted = request.args.get("format", "json")
+        if wanted not in EXPORT_FORMATS:
+            raise InvalidInput([Problem("format", wanted, f"must be one of {', '.join(EXPORT_FORMATS)}")])
+        services = registry().store.services()
+        if wanted == "yaml":
+            return Response(export(services), content_type="application/yaml; charset=utf-8")
+        return [service_body(s) for s in services]
 
 
 @ns.route("/<string:name>", endpoint="edsservice_service")
@@ -146,15 +181,16 @@ class ServiceItem(Resource):
         service = registry().store.get(name)
         if service is None:
             raise NotFound(f"service {name!r} does not exist")
-        return service_body(service), 200, {"ETag": f'"{service.etag}"'}
+        return service_body(service), 200, etag(service)
 
-    @ns.doc("create_service")
+    @ns.doc("create_service", params=IF_MATCH_DOC)
     @ns.expect(service_input, validate=False)
     @ns.response(201, "created", service_output)
     @ns.response(409, "it exists already; PUT replaces it", error_model)
+    @ns.response(412, "If-Match was given: a service that does not exist matches no ETag", error_model)
     def post(self, name):
         """Create a service with its hosts."""
-        return answer(registry().create(name, read_json(), who=caller()))
+        return answer(registry().create(name, read_json(), request.headers.get("If-Match"), who=caller()))
 
     @ns.doc("replace_service", params=IF_MATCH_DOC)
     @ns.expect(service_input, validate=False)
@@ -185,9 +221,8 @@ class HostList(Resource):
     @ns.response(412, "If-Match did not match", error_model)
     def post(self, name):
         """Add or refresh one host, keyed by ip_address and port: a registration or a heartbeat."""
-        change, created = registry().upsert_host(name, read_json(), request.headers.get("If-Match"), who=caller())
-        service = change.after
-        return service_body(service), 201 if created else 200, {"ETag": f'"{service.etag}"'}
+        change, host, created = registry().upsert_host(name, read_json(), request.headers.get("If-Match"), who=caller())
+        return answer(change, created, location=f"{service_url(name)}/hosts/{host.endpoint}")
 
 
 @ns.route("/<string:name>/hosts/<string:endpoint>")
@@ -222,8 +257,8 @@ class HostItem(Resource):
         )
 
     @ns.doc("delete_host", params=IF_MATCH_DOC)
-    @ns.response(204, "removed")
+    @ns.response(204, "removed; the ETag header names the service's new state")
     def delete(self, name, endpoint):
-        """Remove one host."""
-        registry().delete_host(name, parse_endpoint(endpoint), request.headers.get("If-Match"), who=caller())
-        return "", 204
+        """Remove one host (the service stays, with the hosts left)."""
+        change = registry().delete_host(name, parse_endpoint(endpoint), request.headers.get("If-Match"), who=caller())
+        return "", 204, etag(change.after)

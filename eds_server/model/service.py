@@ -136,8 +136,26 @@ class Service:
             return self.with_hosts(self.hosts + (host,)), True
         return self.with_hosts(host if h.key == host.key else h for h in self.hosts), False
 
+    def with_heartbeat(self, host: Host, body: Mapping[str, Any], now: float) -> tuple[Service, bool]:
+        """Register or refresh `host`, parsed from `body` (an upsert keyed by ip:port); also says whether it was new.
+
+        A refresh restarts the host's ttl and changes only the fields the body
+        names: a heartbeat that repeats the registration keeps what an operator
+        changed meanwhile (a DRAINING status, a weight).
+        """
+        existing = next((h for h in self.hosts if h.key == host.key), None)
+        updated = host if existing is None else patched_host(existing, body)
+        return self.with_host(updated.stamped(now))
+
     def with_patched_host(self, key: tuple[str, int], patch: Any, now: float) -> Service:
-        updated = patched_host(self.host(key), patch).stamped(now)
+        """The host changed by a merge patch. Its deadline moves only when its ttl does:
+        an operator's edit is not a heartbeat, and must not keep a dead host alive."""
+        current = self.host(key)
+        updated = patched_host(current, patch)
+        if updated.ttl == current.ttl:
+            updated = replace(updated, expires_at=current.expires_at)
+        else:
+            updated = updated.stamped(now)
         return self.with_hosts(updated if h.key == key else h for h in self.hosts)
 
     def without_host(self, key: tuple[str, int]) -> Service:

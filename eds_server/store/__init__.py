@@ -5,14 +5,17 @@ from __future__ import annotations
 from collections.abc import Callable
 from urllib.parse import urlsplit
 
-from .base import Change, ClientRow, Store, StoreUnavailable, VersionOf
+from .base import Change, ClientRow, CommitOutcomeUnknown, Store, StoreUnavailable, VersionOf
 from .memory import MemoryStore
+from .redis import RedisStore, check_url
 from .sqlite import SqliteStore
 
 __all__ = [
     "Change",
     "ClientRow",
+    "CommitOutcomeUnknown",
     "MemoryStore",
+    "RedisStore",
     "SqliteStore",
     "Store",
     "StoreUnavailable",
@@ -26,14 +29,23 @@ def check_store_url(url: str) -> str:
     scheme = urlsplit(url).scheme
     if scheme == "sqlite" and not url.startswith("sqlite:///") or url == "sqlite:///":
         raise ValueError(f"store URL {url!r}: write sqlite:///relative.db or sqlite:////absolute/path.db")
+    if scheme in ("redis", "rediss"):
+        check_url(url)
+        return scheme
     if scheme not in ("sqlite", "memory"):
-        raise ValueError(f"store URL {url!r}: unknown scheme {scheme!r} (use sqlite:///PATH or memory://)")
+        raise ValueError(
+            f"store URL {url!r}: unknown scheme {scheme!r} "
+            "(use sqlite:///PATH, redis://HOST:PORT/DB, rediss://HOST:PORT/DB or memory://)"
+        )
     return scheme
 
 
 def open_store(url: str, version_of: VersionOf, clock: Callable[[], float] | None = None) -> Store:
-    """`sqlite:///relative/path.db`, `sqlite:////absolute/path.db` or `memory://`."""
+    """`sqlite:///relative/path.db`, `sqlite:////absolute/path.db`, `redis[s]://[:PASSWORD@]HOST:PORT/DB` or `memory://`."""
     options = {} if clock is None else {"clock": clock}
-    if check_store_url(url) == "memory":
+    scheme = check_store_url(url)
+    if scheme == "memory":
         return MemoryStore(version_of, **options)
+    if scheme in ("redis", "rediss"):
+        return RedisStore(url, version_of, **options)
     return SqliteStore(url[len("sqlite:///") :], version_of, **options)

@@ -13,6 +13,7 @@ of it as a pure function of the current service.
 from __future__ import annotations
 
 import dataclasses
+import json
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
@@ -77,6 +78,30 @@ class ClientRow:
 
 class StoreUnavailable(Exception):
     """The store cannot be reached; nothing was changed."""
+
+
+class CommitOutcomeUnknown(StoreUnavailable):
+    """The store went away while committing: the change may or may not have been applied."""
+
+
+def dump_service(service: Service) -> str:
+    """The stored form of a service (JSON text), as every backend keeps it."""
+    return json.dumps(service.to_record(), separators=(",", ":"))
+
+
+def load_service(text: str) -> Service:
+    return Service.from_record(json.loads(text))
+
+
+def dump_client(row: ClientRow) -> str:
+    """The stored form of a clients-view row (JSON text), as every backend keeps it."""
+    return json.dumps(dataclasses.asdict(row), separators=(",", ":"))
+
+
+def load_client(text: str) -> ClientRow:
+    fields = json.loads(text)
+    fields["resource_names"] = tuple(fields["resource_names"])
+    return ClientRow(**fields)
 
 
 class Store(ABC):

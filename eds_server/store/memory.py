@@ -15,7 +15,10 @@ class MemoryStore(Store):
         self._lock = threading.Lock()
         self._services: dict[str, tuple[Service, str]] = {}
         self._clients: dict[tuple[str, str], ClientRow] = {}
-        self._changes = threading.Condition()
+        # Made by the first wait_for_change, in the process (and under the
+        # threading of the worker: gevent) that waits; gunicorn workers inherit
+        # this store from the master.
+        self._changes: threading.Condition | None = None
         self._generation = 0  # writes so far
         self._generation_seen = 0  # by the previous wait_for_change
 
@@ -63,12 +66,16 @@ class MemoryStore(Store):
                 del self._services[name]
             else:
                 self._services[name] = (after, version_after)
-        with self._changes:
             self._generation += 1
-            self._changes.notify_all()
+        changes = self._changes
+        if changes is not None:
+            with changes:
+                changes.notify_all()
         return Change(name, current, after, version_before, version_after)
 
     def wait_for_change(self, timeout: float) -> bool:
+        if self._changes is None:
+            self._changes = threading.Condition()
         with self._changes:
             seen = self._generation_seen
             changed = self._changes.wait_for(lambda: self._generation != seen, timeout)

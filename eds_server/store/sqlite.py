@@ -7,8 +7,6 @@ losing an update; synchronous=FULL makes an acknowledged write survive a crash.
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import os
 import sqlite3
 import time
@@ -16,7 +14,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from ..model import Service
-from .base import Change, ClientRow, Store, StoreUnavailable
+from .base import Change, ClientRow, Store, StoreUnavailable, dump_client, dump_service, load_client, load_service
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS services (
@@ -92,12 +90,10 @@ class SqliteStore(Store):
 
     def get(self, name: str) -> Service | None:
         rows = self._fetch("SELECT record FROM services WHERE name = ?", (name,))
-        return Service.from_record(json.loads(rows[0][0])) if rows else None
+        return load_service(rows[0][0]) if rows else None
 
     def services(self) -> list[Service]:
-        return [
-            Service.from_record(json.loads(row[0])) for row in self._fetch("SELECT record FROM services ORDER BY name")
-        ]
+        return [load_service(row[0]) for row in self._fetch("SELECT record FROM services ORDER BY name")]
 
     def version(self, name: str) -> str | None:
         conn = self._take()  # the poll path: no context manager
@@ -162,7 +158,7 @@ class SqliteStore(Store):
     def _atomically(self, name: str, step: Callable) -> Change:
         with self._transaction() as conn:
             row = conn.execute("SELECT record, version FROM services WHERE name = ?", (name,)).fetchone()
-            current = Service.from_record(json.loads(row[0])) if row else None
+            current = load_service(row[0]) if row else None
             version_before = row[1] if row else None
             after, version_after = step(current)
             if after is current:
@@ -174,7 +170,7 @@ class SqliteStore(Store):
                     "INSERT INTO services (name, record, version, next_expiry) VALUES (?, ?, ?, ?) "
                     "ON CONFLICT (name) DO UPDATE SET record = excluded.record, version = excluded.version, "
                     "next_expiry = excluded.next_expiry",
-                    (name, json.dumps(after.to_record(), separators=(",", ":")), version_after, after.next_expiry),
+                    (name, dump_service(after), version_after, after.next_expiry),
                 )
         return Change(name, current, after, version_before, version_after)
 
@@ -184,20 +180,14 @@ class SqliteStore(Store):
                 found = conn.execute(
                     "SELECT record FROM clients WHERE node_id = ? AND resource_name = ?", row.key
                 ).fetchone()
-                merged = row.merged_into(_client_row(found[0]) if found else None)
+                merged = row.merged_into(load_client(found[0]) if found else None)
                 conn.execute(
                     "INSERT OR REPLACE INTO clients (node_id, resource_name, last_poll, record) VALUES (?, ?, ?, ?)",
-                    (*merged.key, merged.last_poll, json.dumps(dataclasses.asdict(merged))),
+                    (*merged.key, merged.last_poll, dump_client(merged)),
                 )
             conn.execute("DELETE FROM clients WHERE last_poll < ?", (forget_before,))
 
     def clients(self) -> list[ClientRow]:
         return [
-            _client_row(row[0]) for row in self._fetch("SELECT record FROM clients ORDER BY node_id, resource_name")
+            load_client(row[0]) for row in self._fetch("SELECT record FROM clients ORDER BY node_id, resource_name")
         ]
-
-
-def _client_row(record: str) -> ClientRow:
-    fields = json.loads(record)
-    fields["resource_names"] = tuple(fields["resource_names"])
-    return ClientRow(**fields)

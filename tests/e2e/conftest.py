@@ -3,8 +3,36 @@
 from __future__ import annotations
 
 import pytest
+import requests
 
-from ..envoy import Envoy, Upstream, start_envoy
+from scripts.envoy import Envoy, Upstream, start_envoy
+from scripts.processes import EdsServer
+
+SERVICE = "myservice"  # the bootstrap's eds_cluster_config.service_name
+
+
+class MyService:
+    """The bootstrap's EDS service in one eds-server, written through the registry API as an operator would."""
+
+    def __init__(self, server: EdsServer):
+        self.url = f"{server.url}/edsservice/{SERVICE}"
+
+    def _send(self, method: str, url: str, **kwargs) -> requests.Response:
+        response = requests.request(method, url, timeout=5, **kwargs)
+        assert response.ok, f"{method} {url}: {response.status_code} {response.text}"
+        return response
+
+    def post(self, *hosts: dict) -> None:
+        self._send("POST", self.url, json={"hosts": list(hosts)})
+
+    def put(self, *hosts: dict) -> None:
+        self._send("PUT", self.url, json={"hosts": list(hosts)})
+
+    def patch(self, upstream: Upstream, **fields) -> None:
+        self._send("PATCH", f"{self.url}/hosts/127.0.0.1:{upstream.port}", json=fields)
+
+    def delete(self) -> None:
+        self._send("DELETE", self.url)
 
 
 @pytest.fixture
@@ -39,3 +67,19 @@ def envoy_for(tmp_path):
     finally:
         for envoy in started:
             envoy.stop()
+
+
+@pytest.fixture
+def server(eds_server) -> EdsServer:
+    return eds_server()
+
+
+@pytest.fixture
+def myservice(server) -> MyService:
+    return MyService(server)
+
+
+@pytest.fixture
+def envoy(server, envoy_for) -> Envoy:
+    """An Envoy on the shipped loopback bootstrap, polling `server`."""
+    return envoy_for(server)

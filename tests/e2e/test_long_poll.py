@@ -4,8 +4,8 @@ import time
 
 import requests
 
-from ..envoy import EDS_CLUSTER, Envoy, local_bootstrap
-from ..processes import free_port, wait_until
+from scripts.envoy import EDS_CLUSTER, Envoy, local_bootstrap
+from scripts.processes import free_port, wait_until
 
 
 def polls_answered(server) -> float:

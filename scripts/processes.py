@@ -1,4 +1,10 @@
-"""Real processes for tests: started on free loopback ports, always stopped by PID."""
+"""Real processes for the tests and `make demo`: started on loopback ports, always stopped by PID.
+
+Every process starts in a session of its own (its PID is the session and group id), so that
+stopping it by PID also stops its children (gunicorn's workers), a terminal's Ctrl-C reaches
+only the demo, which then stops everything in order, and `survivors()` can tell whether
+anything started here is still running.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +14,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,6 +24,8 @@ REPO = Path(__file__).resolve().parent.parent
 VENV_BIN = Path(sys.executable).parent
 
 _running: list[subprocess.Popen] = []
+# Every session ever started here (never shrinks), for `survivors()`.
+_sessions: set[int] = set()
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -50,14 +58,15 @@ def start(args: list[str], log_path: Path, env: dict[str, str] | None = None, cw
     )
     log.close()
     _running.append(process)
+    _sessions.add(process.pid)
     return process
 
 
-def stop(process: subprocess.Popen, timeout: float = 10) -> None:
-    """SIGTERM the process group by the leader's PID, SIGKILL when it does not go in time."""
+def stop(process: subprocess.Popen, timeout: float = 10, first_signal: int = signal.SIGTERM) -> None:
+    """`first_signal` (SIGTERM) to the process group by the leader's PID, SIGKILL when it does not go in time."""
     if process.poll() is None:
         try:
-            os.killpg(process.pid, signal.SIGTERM)
+            os.killpg(process.pid, first_signal)
         except ProcessLookupError:
             pass
         try:
@@ -65,13 +74,34 @@ def stop(process: subprocess.Popen, timeout: float = 10) -> None:
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait(timeout)
+    # A child that outlived its leader (a worker slow to exit) is still in the group.
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
     if process in _running:
         _running.remove(process)
 
 
 def stop_all() -> None:
-    for process in list(_running):
+    """Stop every running process, the last started first (Envoy before the server it polls)."""
+    for process in reversed(list(_running)):
         stop(process)
+
+
+def survivors(sessions: Iterable[int] | None = None) -> list[int]:
+    """PIDs of live processes in `sessions` (default: every session started here)."""
+    sessions = _sessions if sessions is None else set(sessions)
+    alive = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            # After "(comm)": state, ppid, pgrp, session. comm may contain spaces, hence rpartition.
+            state, _ppid, _pgrp, session = stat.read_text().rpartition(")")[2].split()[:4]
+        except OSError:  # the process exited while being read
+            continue
+        if int(session) in sessions and state != "Z":
+            alive.append(int(stat.parent.name))
+    return sorted(alive)
 
 
 @dataclass
