@@ -39,9 +39,31 @@ class Background:
         return self.response
 
 
-def held_now(client) -> float:
-    metrics = client.get("/metrics").get_data(as_text=True)
+def polls_held(metrics: str) -> float:
+    """The eds_polls_held gauge of a /metrics text."""
     return next(float(line.split()[-1]) for line in metrics.splitlines() if line.startswith("eds_polls_held "))
+
+
+def held_now(client) -> float:
+    return polls_held(client.get("/metrics").get_data(as_text=True))
+
+
+def hold_polls(server, count: int) -> tuple[str, list[Background]]:
+    """`count` polls from as many nodes, each holding the current version of `web`, held by the real server."""
+    version = requests.put(
+        f"{server.url}/edsservice/web", json={"hosts": [{"ip_address": "10.0.0.1", "port": 8001}]}
+    ).json()["version"]
+    url = f"{server.url}/v3/discovery:endpoints"
+    polls = [
+        Background(lambda n=n: requests.post(url, json=body(version, node=f"n{n}"), headers=ENVOY_TIMEOUT, timeout=30))
+        for n in range(count)
+    ]
+    wait_until(
+        lambda: polls_held(requests.get(f"{server.url}/metrics").text) == count,
+        timeout=10,
+        what=f"{count} polls held",
+    )
+    return version, polls
 
 
 def poll(client, version=None, headers=ENVOY_TIMEOUT, **fields):
@@ -107,20 +129,7 @@ def test_a_rejecting_node_is_sent_the_current_version_again_when_the_hold_ends(c
 
 def test_held_polls_on_every_worker_are_released_by_one_write(eds_server):
     server = eds_server(workers=3)
-    url = f"{server.url}/v3/discovery:endpoints"
-    version = requests.put(
-        f"{server.url}/edsservice/web", json={"hosts": [{"ip_address": "10.0.0.1", "port": 8001}]}
-    ).json()["version"]
-    polls = [
-        Background(lambda n=n: requests.post(url, json=body(version, node=f"n{n}"), headers=ENVOY_TIMEOUT, timeout=30))
-        for n in range(12)
-    ]
-
-    def held():
-        text = requests.get(f"{server.url}/metrics").text
-        return next(float(line.split()[-1]) for line in text.splitlines() if line.startswith("eds_polls_held "))
-
-    wait_until(lambda: held() == 12, timeout=10, what="12 polls held")
+    _, polls = hold_polls(server, 12)
     new = requests.post(f"{server.url}/edsservice/web/hosts", json={"ip_address": "10.0.0.1", "port": 8002}).json()
     answers = [p.result() for p in polls]
     assert {(a.status_code, a.json()["version_info"]) for a in answers} == {(200, new["version"])}
@@ -147,19 +156,6 @@ def test_ttl_expiry_releases_held_polls(eds_server):
 
 def test_graceful_shutdown_answers_held_polls_with_304(eds_server):
     server = eds_server(workers=2)
-    version = requests.put(
-        f"{server.url}/edsservice/web", json={"hosts": [{"ip_address": "10.0.0.1", "port": 8001}]}
-    ).json()["version"]
-    url = f"{server.url}/v3/discovery:endpoints"
-    polls = [
-        Background(lambda n=n: requests.post(url, json=body(version, node=f"n{n}"), headers=ENVOY_TIMEOUT, timeout=30))
-        for n in range(4)
-    ]
-
-    def held():
-        text = requests.get(f"{server.url}/metrics").text
-        return next(float(line.split()[-1]) for line in text.splitlines() if line.startswith("eds_polls_held "))
-
-    wait_until(lambda: held() == 4, timeout=10, what="4 polls held")
+    _, polls = hold_polls(server, 4)
     server.stop()  # SIGTERM, then waits for the server to exit
     assert [p.result(within=15).status_code for p in polls] == [304] * 4

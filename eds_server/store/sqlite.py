@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -56,6 +57,7 @@ class SqliteStore(Store):
         # has a connection of its own that never writes.
         self._watch_conn: sqlite3.Connection | None = None
         self._data_version_seen: int | None = None
+        self._watch_lock = threading.Lock()  # close() must not pull the connection from under a check
         with self._connection() as conn:
             conn.executescript(SCHEMA)
 
@@ -119,15 +121,19 @@ class SqliteStore(Store):
         except sqlite3.Error as error:
             raise StoreUnavailable(f"sqlite store {self.path}: {error}") from error
 
-    def wait_for_change(self, timeout: float) -> bool:
-        if self._watch_conn is None:
-            self._watch_conn = self._connect()
-        deadline = time.monotonic() + timeout
-        while True:
+    def _data_version(self) -> int:
+        with self._watch_lock:
+            if self._watch_conn is None:
+                self._watch_conn = self._connect()
             try:
-                (data_version,) = self._watch_conn.execute("PRAGMA data_version").fetchone()
+                return self._watch_conn.execute("PRAGMA data_version").fetchone()[0]
             except sqlite3.Error as error:
                 raise StoreUnavailable(f"sqlite store {self.path}: {error}") from error
+
+    def wait_for_change(self, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while True:
+            data_version = self._data_version()
             seen, self._data_version_seen = self._data_version_seen, data_version
             if seen is not None and data_version != seen:
                 return True
@@ -138,9 +144,10 @@ class SqliteStore(Store):
 
     def close(self) -> None:
         idle, self._idle = self._idle, []
-        if self._watch_conn is not None:
-            idle.append(self._watch_conn)
-            self._watch_conn, self._data_version_seen = None, None
+        with self._watch_lock:
+            if self._watch_conn is not None:
+                idle.append(self._watch_conn)
+                self._watch_conn, self._data_version_seen = None, None
         for conn in idle:
             conn.close()
 

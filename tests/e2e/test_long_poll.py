@@ -7,6 +7,8 @@ import requests
 from scripts.envoy import EDS_CLUSTER, Envoy, local_bootstrap
 from scripts.processes import free_port, wait_until
 
+from ..test_long_poll import polls_held
+
 
 def polls_answered(server) -> float:
     text = requests.get(f"{server.url}/metrics", timeout=5).text
@@ -14,8 +16,7 @@ def polls_answered(server) -> float:
 
 
 def held(server) -> float:
-    text = requests.get(f"{server.url}/metrics", timeout=5).text
-    return next(float(line.split()[-1]) for line in text.splitlines() if line.startswith("eds_polls_held "))
+    return polls_held(requests.get(f"{server.url}/metrics", timeout=5).text)
 
 
 def test_a_write_reaches_envoy_in_milliseconds(eds_server, envoy_for, upstreams):
