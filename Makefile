@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip --disable-pip-version-check --quiet
 
-.PHONY: install install-test system-deps run test lint demo bench
+.PHONY: install install-test system-deps run test lint demo fuzz soak bench
 
 $(VENV)/bin/python:
 	python3 -m venv $(VENV)
@@ -38,6 +38,11 @@ demo: install-test
 lint: install-test
 	$(VENV)/bin/ruff check .
 
-# A few minutes: real servers on loopback under wrk; writes docs/PERFORMANCE.md.
-bench: install-test system-deps
-	$(PY) -m bench.run
+# The suite fuzzes a few hundred cases; this runs thousands (minutes).
+fuzz: install-test
+	FUZZ_EXAMPLES=$${FUZZ_EXAMPLES:-1000} PROPERTY_EXAMPLES=$${PROPERTY_EXAMPLES:-3000} \
+		$(PY) -m pytest -q -p no:cacheprovider tests/test_fuzz.py tests/test_properties.py
+
+# The suite soaks for seconds; this for minutes, printing the figures (SOAK_SECONDS).
+soak: install-test
+	SOAK_SECONDS=$${SOAK_SECONDS:-180} $(PY) -m pytest -q -s -p no:cacheprovider tests/e2e/test_soak.py

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from flask import Flask
 from flask_restx import Api
 
-from .api import discovery, ops, registry
+from .api import auth, discovery, ops, registry
 from .api.common import register_error_handlers
 from .metrics import Metrics
 from .registry import Limits, Registry
@@ -30,7 +30,9 @@ class Services:
 
 
 def registry_for(settings: Settings, store: Store) -> Registry:
-    return Registry(store, Limits(max_hosts_per_service=settings.max_hosts_per_service))
+    return Registry(
+        store, Limits(max_hosts_per_service=settings.max_hosts_per_service, max_services=settings.max_services)
+    )
 
 
 def create_app(settings: Settings | None = None, store: Store | None = None) -> Flask:
@@ -62,9 +64,12 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
         description="REST-JSON Endpoint Discovery Service for Envoy: register upstream hosts per service; "
         "Envoy polls POST /v3/discovery:endpoints.",
         doc="/",
+        authorizations=auth.AUTHORIZATIONS,
     )
-    register_error_handlers(app, api)
+    # Before auth: a write refused for its token is timed and counted too.
     registry.measure_writes(app)
+    auth.install(app, auth.Tokens.from_settings(settings))
+    register_error_handlers(app, api)
     api.add_namespace(registry.ns)
     api.add_namespace(discovery.ns)
     api.add_namespace(ops.ns)

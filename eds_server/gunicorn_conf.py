@@ -17,6 +17,7 @@ few microseconds (SQLite), and writes are short transactions.
 
 from __future__ import annotations
 
+import ssl
 from typing import Any
 
 from .logs import ACCESS_FORMAT, logger_class
@@ -29,8 +30,26 @@ def bind_address(host: str, port: int) -> str:
     return f"[{host.strip('[]')}]:{port}" if ":" in host else f"{host}:{port}"
 
 
+def tls_options(settings: Settings) -> dict[str, Any]:
+    """HTTPS for every route (discovery included) when a certificate is set; mutual TLS on request.
+
+    gunicorn builds its SSL context per connection from these files, so renewed
+    certificates are picked up by new connections without a restart; Envoy keeps
+    its one connection open (keepalive below), so that costs one load per connection.
+    """
+    if not settings.certfile:
+        return {}
+    return {
+        "certfile": settings.certfile,
+        "keyfile": settings.keyfile,
+        "ca_certs": settings.ca_certs,
+        "cert_reqs": ssl.CERT_REQUIRED if settings.require_client_cert else ssl.CERT_NONE,
+    }
+
+
 def gunicorn_options(settings: Settings) -> dict[str, Any]:
     return {
+        **tls_options(settings),
         "bind": [bind_address(settings.host, settings.port)],
         "workers": settings.workers,
         "worker_class": "eds_server.worker.EdsWorker",

@@ -22,6 +22,7 @@ from .model import (
     parse_service,
     validate_name,
 )
+from .model.host import patched_host
 from .store import Change, Store
 
 log = logging.getLogger("eds_server.registry")
@@ -30,6 +31,7 @@ log = logging.getLogger("eds_server.registry")
 @dataclass(frozen=True)
 class Limits:
     max_hosts_per_service: int = 10_000
+    max_services: int = 10_000
 
 
 class Registry:
@@ -45,8 +47,28 @@ class Registry:
             )
         return service
 
+    def _within_limits(self, mutate):
+        """`mutate`, refused when its result passes a limit.
+
+        It runs inside the store's atomic step, so the count of services is the
+        one the write commits against: concurrent creates cannot pass the limit.
+        """
+
+        def bounded(current: Service | None) -> Service | None:
+            after = mutate(current)
+            if after is None or after is current:
+                return after
+            if current is None and self.store.count() >= self.limits.max_services:
+                raise LimitExceeded(
+                    f"service {after.name!r} cannot be created: the registry holds the maximum of "
+                    f"{self.limits.max_services} services (EDS_MAX_SERVICES); nothing was changed"
+                )
+            return self._bounded(after)
+
+        return bounded
+
     def _apply(self, operation: str, name: str, mutate, if_match: str | None, who: str) -> Change:
-        change = self.store.update(name, mutate, if_match=if_match)
+        change = self.store.update(name, self._within_limits(mutate), if_match=if_match)
         if change.before is not change.after:
             # A heartbeat that only moves a deadline leaves the service equal (a
             # deadline is no part of a host's equality, nor of its ETag); at INFO
@@ -63,7 +85,7 @@ class Registry:
         return change
 
     def create(self, name: str, body: Any, if_match: str | None = None, who: str = "-") -> Change:
-        service = self._bounded(parse_service(name, body, self.store.clock()))
+        service = parse_service(name, body, self.store.clock())
 
         def create(current: Service | None) -> Service:
             if current is not None:
@@ -73,7 +95,7 @@ class Registry:
         return self._apply("create", name, create, if_match, who)
 
     def replace(self, name: str, body: Any, if_match: str | None = None, who: str = "-") -> Change:
-        service = self._bounded(parse_service(name, body, self.store.clock()))
+        service = parse_service(name, body, self.store.clock())
         return self._apply("replace", name, lambda current: service, if_match, who)
 
     def delete(self, name: str, if_match: str | None = None, who: str = "-") -> Change:
@@ -101,7 +123,7 @@ class Registry:
         def upsert(current: Service | None) -> Service:
             nonlocal created
             service, created = (current or Service(name)).with_heartbeat(host, body, now)
-            return self._bounded(service)
+            return service
 
         return self._apply("upsert-host", name, upsert, if_match, who), host, created
 
@@ -109,6 +131,9 @@ class Registry:
         self, name: str, key: tuple[str, int], patch: Any, if_match: str | None = None, who: str = "-"
     ) -> Change:
         validate_name(name)
+        # A patch that is invalid whatever the host refused before any precondition
+        # or lookup: bad input is a 400 even when If-Match or the host is wrong too.
+        patched_host(Host(*key), patch)
         now = self.store.clock()
         return self._apply(
             "patch-host",
@@ -133,7 +158,7 @@ class Registry:
         now = self.store.clock()
         changes = []
         for name, body in services.items():
-            service = self._bounded(parse_service(name, body, now))
+            service = parse_service(name, body, now)
             changes.append(self._apply("seed", name, lambda current, new=service: current or new, None, who))
         kept = [c.name for c in changes if c.before is not None]
         if kept:

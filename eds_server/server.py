@@ -10,6 +10,7 @@ from typing import Any
 from gunicorn.app.base import BaseApplication
 
 from . import logs
+from .api.auth import writes_open_warning
 from .app import create_app, registry_for
 from .background import Periodic
 from .gunicorn_conf import gunicorn_options
@@ -86,6 +87,9 @@ def serve(settings: Settings) -> None:
     # The start-up's lines look like the workers' (whose Flask app finds a
     # handler already there and adds none of its own).
     logs.configure(settings.log_level, settings.log_format)
+    warning = writes_open_warning(settings)
+    if warning:
+        log.warning("\n%s\n%s\n%s", "!" * 78, warning, "!" * 78)
     store = open_store(settings.store, version_of)
     try:
         start_up(settings, store)

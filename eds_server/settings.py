@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+import ssl
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -36,6 +37,7 @@ class Settings:
     access_log: bool = True
     max_body_bytes: int = 1024 * 1024
     max_hosts_per_service: int = 10_000
+    max_services: int = 10_000
     sweep_interval: float = 0.5
     response_cache_size: int = 20_000
     # Seconds between two batches of a worker's clients-view rows to the store.
@@ -44,6 +46,15 @@ class Settings:
     # longer than the client's x-envoy-expected-rq-timeout-ms minus long_poll_margin seconds.
     long_poll_max_hold: float = 25.0
     long_poll_margin: float = 1.0
+    # Bearer tokens (SECURITY in the README). repr=False: settings may be logged, tokens never.
+    api_tokens: list[str] = field(default_factory=list, repr=False)
+    api_token_file: str | None = None
+    read_tokens: list[str] = field(default_factory=list, repr=False)
+    # TLS for the whole server, through gunicorn; mutual TLS when client certificates are required.
+    certfile: str | None = None
+    keyfile: str | None = None
+    ca_certs: str | None = None
+    require_client_cert: bool = False
     # A YAML file of seed services only (the format GET /edsservice?format=yaml writes).
     seed_file: str | None = None
     # Seed data: the config file's services: key plus the seed file's,
@@ -52,7 +63,19 @@ class Settings:
 
 
 # The flags of `python -m eds_server`; every one also reads EDS_<NAME> from the environment.
-CLI_FLAGS = ("host", "port", "workers", "store", "config", "log_level", "log_format")
+CLI_FLAGS = (
+    "host",
+    "port",
+    "workers",
+    "store",
+    "config",
+    "log_level",
+    "log_format",
+    "certfile",
+    "keyfile",
+    "ca_certs",
+    "require_client_cert",
+)
 
 
 class SettingsError(ValueError):
@@ -67,6 +90,13 @@ def _coerce(name: str, raw: Any, kind: type) -> Any:
         if word in FALSE_WORDS or word in TRUE_WORDS:
             return word in TRUE_WORDS
         raise SettingsError(f"setting {name}: {raw!r} is not a boolean (use true/false, 1/0, yes/no)")
+    if kind is list:
+        # A comma-separated string (environment) or a YAML list; the values are
+        # never repeated in a message, since token lists are secrets.
+        items = raw.split(",") if isinstance(raw, str) else raw
+        if not isinstance(items, list):
+            raise SettingsError(f"setting {name}: must be a list or a comma-separated string")
+        return [text for text in (str(item).strip() for item in items) if text]
     if kind in (int, float):
         try:
             return kind(raw)
@@ -81,7 +111,7 @@ def _kinds() -> dict[str, type]:
     kinds: dict[str, type] = {}
     for f in dataclasses.fields(Settings):
         text = str(f.type)
-        kinds[f.name] = next((k for k in (bool, int, float, dict) if text.startswith(k.__name__)), str)
+        kinds[f.name] = next((k for k in (bool, int, float, dict, list) if text.startswith(k.__name__)), str)
     return kinds
 
 
@@ -127,6 +157,16 @@ def parse_args(argv: Sequence[str] | None) -> dict[str, Any]:
     parser.add_argument("--config", help="YAML file with settings and seed services")
     parser.add_argument("--log-level", dest="log_level", help="debug, info, warning, error")
     parser.add_argument("--log-format", dest="log_format", choices=("text", "json"))
+    parser.add_argument("--certfile", help="PEM certificate (chain) of this server: serve HTTPS")
+    parser.add_argument("--keyfile", help="PEM private key of --certfile")
+    parser.add_argument("--ca-certs", dest="ca_certs", help="PEM CA bundle that client certificates must chain to")
+    parser.add_argument(
+        "--require-client-cert",
+        dest="require_client_cert",
+        action="store_true",
+        default=None,
+        help="mutual TLS: refuse every client without a certificate signed by --ca-certs",
+    )
     return {k: v for k, v in vars(parser.parse_args(argv)).items() if v is not None}
 
 
@@ -196,7 +236,49 @@ def validate(settings: Settings) -> None:
             f"long_poll_max_hold {settings.long_poll_max_hold}, long_poll_margin {settings.long_poll_margin}: "
             "must be 0 or more seconds"
         )
+    if settings.max_services < 1 or settings.max_hosts_per_service < 1:
+        raise SettingsError("max_services and max_hosts_per_service must be at least 1")
+    if settings.api_token_file:
+        read_token_file(settings.api_token_file)
+    _check_tls(settings)
     if settings.max_body_bytes < 128 * 1024:
         raise SettingsError(
             f"max_body_bytes {settings.max_body_bytes}: must be at least 131072; Envoy's polls alone are ~77 KB"
         )
+
+
+def read_token_file(path: str) -> list[str]:
+    """The tokens of a token file: one a line, blank lines and `#` comments ignored.
+
+    Read when each worker starts, so a rotated file takes effect on a reload
+    (SIGHUP to the gunicorn master) without a restart.
+    """
+    try:
+        with open(path, encoding="utf-8") as handle:
+            lines = handle.read().splitlines()
+    except (OSError, UnicodeDecodeError) as error:
+        raise SettingsError(
+            f"api_token_file {path}: cannot be read: {getattr(error, 'strerror', None) or error}"
+        ) from None
+    tokens = [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
+    if not tokens:
+        raise SettingsError(f"api_token_file {path}: holds no token (one a line; # starts a comment)")
+    return tokens
+
+
+def _check_tls(settings: Settings) -> None:
+    """Refuse certificate settings that gunicorn would only fail on at every handshake."""
+    if not settings.certfile:
+        if settings.keyfile or settings.ca_certs or settings.require_client_cert:
+            raise SettingsError("keyfile, ca_certs and require_client_cert need certfile (the server's certificate)")
+        return
+    if settings.require_client_cert and not settings.ca_certs:
+        raise SettingsError("require_client_cert needs ca_certs: the CA that client certificates must chain to")
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    try:
+        context.load_cert_chain(settings.certfile, settings.keyfile)
+        if settings.ca_certs:
+            context.load_verify_locations(settings.ca_certs)
+    except (OSError, ssl.SSLError) as error:
+        files = ", ".join(f for f in (settings.certfile, settings.keyfile, settings.ca_certs) if f)
+        raise SettingsError(f"TLS files {files}: {getattr(error, 'strerror', None) or error}") from None

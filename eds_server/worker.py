@@ -13,12 +13,14 @@ others are closed as soon as their request is answered.
 from __future__ import annotations
 
 import _socket
+import errno
 import os
 import signal
 import socket
 import time
 
 import gevent
+import gevent.socket
 from gunicorn.workers.ggevent import GeventWorker
 
 STOP_CHECK_INTERVAL = 0.05
@@ -35,6 +37,10 @@ class EdsWorker(GeventWorker):
         self._idle: set[socket.socket] = set()
         self._busy: set[socket.socket] = set()
         super().init_process()
+
+    def patch(self) -> None:
+        super().patch()
+        self.sockets = [_Listener(self, listener) for listener in self.sockets]
 
     def run(self) -> None:
         gevent.spawn(self._close_idle_connections_when_stopping)
@@ -72,6 +78,25 @@ class EdsWorker(GeventWorker):
                 self._idle.discard(client)
                 _hang_up(client)
             gevent.sleep(STOP_CHECK_INTERVAL)
+
+
+class _Listener(gevent.socket.socket):
+    """A listening socket that takes no new connection once its worker stops.
+
+    gevent's run loop notices a stop only at its next turn, up to a second
+    later; until then this worker would still take connections (with the old
+    settings, after a reload) that the other workers, or the new ones, take instead.
+    """
+
+    def __init__(self, worker: EdsWorker, listener: gevent.socket.socket):
+        super().__init__(listener.family, listener.type, fileno=listener.detach())
+        self.worker = worker
+
+    def _accept(self):
+        if not self.worker.alive:
+            # What losing the accept race to another worker looks like: gevent moves on.
+            raise BlockingIOError(errno.EAGAIN, "this worker is stopping")
+        return super()._accept()
 
 
 def _hang_up(client: socket.socket) -> None:

@@ -12,12 +12,15 @@ import sys
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import requests
 import yaml
 
 from .processes import REPO, VENV_BIN, free_port, start, stop, wait_until
+
+if TYPE_CHECKING:
+    from .pki import Pki
 
 LOCAL_BOOTSTRAP = REPO / "envoy" / "envoy-local.yaml"
 EDS_CLUSTER = "targetCluster"
@@ -31,8 +34,43 @@ def _cluster(bootstrap: dict, name: str) -> dict:
     return next(c for c in bootstrap["static_resources"]["clusters"] if c["name"] == name)
 
 
-def local_bootstrap(eds_ports: list[int], listener_port: int, admin_port: int, **api_config: Any) -> dict:
-    """envoy/envoy-local.yaml with the given ports; `api_config` overrides api_config_source fields."""
+def eds_transport_socket(pki: Pki, client_cert: bool = True) -> dict:
+    """The eds_cluster's TLS: trust only the test CA, check the server's name, present a client certificate.
+
+    The README's SECURITY section shows the same fragment for production.
+    """
+    context: dict[str, Any] = {
+        "validation_context": {
+            "trusted_ca": {"filename": str(pki.ca)},
+            "match_typed_subject_alt_names": [{"san_type": "DNS", "matcher": {"exact": pki.server_name}}],
+        }
+    }
+    if client_cert:
+        context["tls_certificates"] = [
+            {"certificate_chain": {"filename": str(pki.client.cert)}, "private_key": {"filename": str(pki.client.key)}}
+        ]
+    return {
+        "name": "envoy.transport_sockets.tls",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
+            "sni": pki.server_name,
+            "common_tls_context": context,
+        },
+    }
+
+
+def local_bootstrap(
+    eds_ports: list[int],
+    listener_port: int,
+    admin_port: int,
+    eds_tls: Pki | None = None,
+    client_cert: bool = True,
+    **api_config: Any,
+) -> dict:
+    """envoy/envoy-local.yaml with the given ports; `api_config` overrides api_config_source fields.
+
+    With `eds_tls`, Envoy polls over TLS (mutual TLS unless `client_cert` is False).
+    """
     bootstrap = yaml.safe_load(LOCAL_BOOTSTRAP.read_text())
     bootstrap["admin"]["address"]["socket_address"]["port_value"] = admin_port
     bootstrap["static_resources"]["listeners"][0]["address"]["socket_address"]["port_value"] = listener_port
@@ -44,6 +82,8 @@ def local_bootstrap(eds_ports: list[int], listener_port: int, admin_port: int, *
         endpoint["endpoint"]["address"]["socket_address"]["port_value"] = port
         endpoints.append(endpoint)
     eds["load_assignment"]["endpoints"][0]["lb_endpoints"] = endpoints
+    if eds_tls is not None:
+        eds["transport_socket"] = eds_transport_socket(eds_tls, client_cert)
     source = _cluster(bootstrap, EDS_CLUSTER)["eds_cluster_config"]["eds_config"]["api_config_source"]
     source.update(api_config)
     return bootstrap
@@ -134,13 +174,11 @@ class Envoy:
         return Counter(self.get().text.strip() for _ in range(requests_count))
 
 
-def start_envoy(
-    tmp: Path, eds_ports: list[int], listener_port: int = 0, admin_port: int = 0, **api_config: Any
-) -> Envoy:
-    """Envoy on the loopback bootstrap; ports left at 0 are chosen free."""
+def start_envoy(tmp: Path, eds_ports: list[int], listener_port: int = 0, admin_port: int = 0, **options: Any) -> Envoy:
+    """Envoy on the loopback bootstrap; ports left at 0 are chosen free; `options` as for `local_bootstrap`."""
     admin_port, listener_port = admin_port or free_port(), listener_port or free_port()
     return Envoy(
-        tmp, local_bootstrap(eds_ports, listener_port, admin_port, **api_config), admin_port, listener_port
+        tmp, local_bootstrap(eds_ports, listener_port, admin_port, **options), admin_port, listener_port
     ).start()
 
 

@@ -17,8 +17,12 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import requests
+
+if TYPE_CHECKING:
+    from .pki import Pki
 
 REPO = Path(__file__).resolve().parent.parent
 VENV_BIN = Path(sys.executable).parent
@@ -114,13 +118,36 @@ class EdsServer:
     host: str = "127.0.0.1"
     env: dict[str, str] = field(default_factory=dict)
     extra_args: list[str] = field(default_factory=list)
+    # Serve HTTPS with these certificates and require client certificates (mutual TLS).
+    tls: Pki | None = None
     port: int = 0
     process: subprocess.Popen | None = None
 
     @property
+    def scheme(self) -> str:
+        return "https" if self.tls else "http"
+
+    @property
     def url(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}"
+        return f"{self.scheme}://{host}:{self.port}"
+
+    @property
+    def client_options(self) -> dict[str, Any]:
+        """What `requests` needs to talk to this server: the CA to trust and a client certificate."""
+        if self.tls is None:
+            return {}
+        return {"verify": str(self.tls.ca), "cert": self.tls.client.requests_cert}
+
+    def _tls_args(self) -> list[str]:
+        if self.tls is None:
+            return []
+        return [
+            "--certfile", str(self.tls.server.cert),
+            "--keyfile", str(self.tls.server.key),
+            "--ca-certs", str(self.tls.ca),
+            "--require-client-cert",
+        ]  # fmt: skip
 
     @property
     def log_path(self) -> Path:
@@ -140,12 +167,17 @@ class EdsServer:
             str(self.workers),
             "--store",
             self.store,
+            *self._tls_args(),
             *self.extra_args,
         ]
         self.process = start(args, self.log_path, env=self.env)
-        probe = self.url if self.host not in ("::", "0.0.0.0") else f"http://127.0.0.1:{self.port}"
+        probe = self.url if self.host not in ("::", "0.0.0.0") else f"{self.scheme}://127.0.0.1:{self.port}"
         try:
-            wait_until(lambda: requests.get(f"{probe}/healthz", timeout=1).ok, timeout=20, what="eds-server healthz")
+            wait_until(
+                lambda: requests.get(f"{probe}/healthz", timeout=1, **self.client_options).ok,
+                timeout=20,
+                what="eds-server healthz",
+            )
         except TimeoutError:
             self.stop()
             raise RuntimeError(f"eds-server did not start; log:\n{self.log_path.read_text()}") from None

@@ -219,7 +219,7 @@ def test_v1_registration(client):
         (b'{"resource_names": ["web"], "version_info": 3}', "version_info"),
         (b'{"resource_names": ["web"], "node": "me"}', "node"),
         (b'{"resource_names": ["web"], "bogus": 1}', "bogus"),
-        (b'{"resource_names": ["web"], "node": {"id": 7}}', "node"),
+        (b'{"resource_names": ["web"], "node": {"id": 7}}', "node.id"),
         (b'{"resource_names": ["web"], "version_info": {"a": 1}}', "version_info"),
         # Hostile bodies: invalid UTF-8, nesting deeper than any DiscoveryRequest, two documents, nothing.
         (b'{"resource_names": ["\xff\xfe"]}', "body"),

@@ -5,7 +5,8 @@ import time
 
 import pytest
 
-from eds_server.model import Host, NotFound, PreconditionFailed, Service, parse_host
+from eds_server.model import Host, LimitExceeded, NotFound, PreconditionFailed, Service, parse_host
+from eds_server.registry import Limits, Registry
 from eds_server.store import ClientRow, open_store
 from eds_server.xds import version_of
 
@@ -184,6 +185,39 @@ def test_wait_for_change_wakes_for_a_write_from_another_connection(store, tmp_pa
     assert store.wait_for_change(0.05) is False  # that change was reported once
     put(other, "svc", host("10.0.0.2"))  # a change between two waits is not lost
     assert store.wait_for_change(5) is True
+
+
+def test_count_follows_creates_and_deletes(store):
+    assert store.count() == 0
+    for name in ("a", "b", "c"):
+        put(store, name, host("10.0.0.1"))
+    store.update("b", lambda current: None)
+    assert store.count() == 2
+
+
+def test_concurrent_creates_cannot_pass_the_service_limit(store):
+    # The registry counts services inside the store's atomic step: a backend must
+    # answer count() from the state that step commits against.
+    registry = Registry(store, Limits(max_services=5))
+    start = threading.Barrier(8)
+    outcomes = []
+
+    def create(thread):
+        start.wait()
+        for i in range(3):
+            try:
+                registry.create(f"svc-{thread}-{i}", {"hosts": []})
+                outcomes.append("created")
+            except LimitExceeded:
+                outcomes.append("refused")
+
+    threads = [threading.Thread(target=create, args=(t,)) for t in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert outcomes.count("created") == 5 and outcomes.count("refused") == 19
+    assert store.count() == len(store.services()) == 5
 
 
 def test_a_closed_store_reconnects_on_next_use_and_keeps_its_contents(store):

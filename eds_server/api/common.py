@@ -7,7 +7,7 @@ import logging
 from typing import Any
 
 from flask import Flask, current_app, request
-from flask_restx import Api
+from flask_restx import Api, Model, fields
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from ..model import (
@@ -23,6 +23,37 @@ from ..store import CommitOutcomeUnknown, StoreUnavailable
 
 log = logging.getLogger("eds_server.http")
 refusals = logging.getLogger("eds_server.refusals")
+
+# Shared by every namespace's documentation: the error body, and the refusals any call may get.
+error_model = Model(
+    "Error",
+    {
+        "message": fields.String(required=True),
+        "errors": fields.List(fields.Raw, description="each problem: field, value, rule"),
+    },
+)
+
+
+def nullable(field: fields.Raw) -> fields.Raw:
+    """`field`, documented as also accepting null: the model reads null as "not given"."""
+    schema = field.schema
+
+    def nullable_schema() -> dict[str, Any]:
+        documented = {**schema(), "x-nullable": True}
+        if "enum" in documented:
+            documented["enum"] = [*documented["enum"], None]
+        return documented
+
+    field.schema = nullable_schema
+    return field
+
+
+# Calls the token check (api/auth.py) may refuse document these.
+AUTH_RESPONSES = {
+    401: ("no bearer token, and this call needs one (WWW-Authenticate: Bearer)", error_model),
+    403: ("the bearer token is not accepted for this call", error_model),
+}
+TOO_LARGE = (413, "the request body is over max_body_bytes; nothing was changed", error_model)
 
 STATUS_OF = {
     InvalidInput: 400,

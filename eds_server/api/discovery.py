@@ -18,14 +18,23 @@ import orjson
 from flask import Response, current_app, request
 from flask_restx import Namespace, Resource, fields
 
-from ..model import InvalidInput, Problem, RegistryError, validate_name
+from ..model import NAME_PATTERN, InvalidInput, Problem, RegistryError, validate_name
 from ..store import StoreUnavailable
-from ..xds.discovery import parse_request
-from ..xds.render import V2, V3, v1_registration
-from .common import error_body, log_refusal, status_of, store_unavailable_message, too_large_message
+from ..xds.discovery import MAX_RESOURCE_NAMES, parse_request
+from ..xds.render import TYPE_URLS, V2, V3, v1_registration
+from .common import (
+    TOO_LARGE,
+    error_body,
+    error_model,
+    log_refusal,
+    status_of,
+    store_unavailable_message,
+    too_large_message,
+)
 
 ns = Namespace("discovery", description="What Envoy polls (REST-JSON xDS)", path="/")
 log = logging.getLogger("eds_server.discovery")
+ns.add_model(error_model.name, error_model)
 
 POLL_PATHS = {"/v3/discovery:endpoints": V3, "/v2/discovery:endpoints": V2}
 JSON_HEADERS = [("Content-Type", "application/json")]
@@ -126,24 +135,49 @@ def _answer_in_flask(api: str) -> Response:
     return Response(body, status=int(status[:3]), headers=headers)
 
 
+node_model = ns.model(
+    "Node",
+    {
+        "id": fields.String(example="test-node"),
+        "cluster": fields.String(example="test-cluster"),
+    },
+    description="envoy.config.core.v3.Node: the other fields Envoy sends are accepted when they have their JSON type",
+)
 request_model = ns.model(
     "DiscoveryRequest",
     {
         "version_info": fields.String(description="the version Envoy last accepted; absent on its first poll"),
-        "node": fields.Raw(example={"id": "test-node", "cluster": "test-cluster"}),
-        "resource_names": fields.List(fields.String, required=True, example=["myservice"]),
-        "type_url": fields.String(example="type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment"),
+        "node": fields.Nested(node_model),
+        "resource_names": fields.List(
+            fields.String(pattern=NAME_PATTERN.pattern),
+            required=True,
+            min_items=1,
+            max_items=MAX_RESOURCE_NAMES,
+            example=["myservice"],
+        ),
+        "type_url": fields.String(example=TYPE_URLS[V3], description=f"{TYPE_URLS[V3]} (v3) or {TYPE_URLS[V2]} (v2)"),
+        "response_nonce": fields.String(),
     },
 )
 response_model = ns.model(
     "DiscoveryResponse",
     {
-        "version_info": fields.String,
-        "resources": fields.List(fields.Raw, description="one ClusterLoadAssignment per requested name"),
-        "type_url": fields.String,
-        "nonce": fields.String,
+        "version_info": fields.String(required=True),
+        "resources": fields.List(fields.Raw, required=True, description="one ClusterLoadAssignment per requested name"),
+        "type_url": fields.String(required=True),
+        "nonce": fields.String(required=True),
     },
 )
+v1_host_model = ns.model(
+    "RegistrationV1Host",
+    {
+        "ip_address": fields.String(required=True),
+        "port": fields.Integer(required=True, min=1, max=65535),
+        "tags": fields.Raw(required=True, description="az, canary, load_balancing_weight"),
+    },
+)
+v1_model = ns.model("RegistrationV1", {"hosts": fields.List(fields.Nested(v1_host_model), required=True)})
+BAD_REQUEST = (400, "not a DiscoveryRequest: the field and the rule are named", error_model)
 
 
 @ns.route("/v3/discovery:endpoints")
@@ -152,7 +186,8 @@ class DiscoveryV3(Resource):
     @ns.expect(request_model, validate=False)
     @ns.response(200, "a DiscoveryResponse with one v3 ClusterLoadAssignment per name", response_model)
     @ns.response(304, "version_info is already the current version")
-    @ns.response(400, "not a DiscoveryRequest")
+    @ns.response(*BAD_REQUEST)
+    @ns.response(*TOO_LARGE)
     def post(self):
         """Envoy's REST EDS poll (api_type: REST, transport_api_version: V3)."""
         return _answer_in_flask(V3)
@@ -164,16 +199,19 @@ class DiscoveryV2(Resource):
     @ns.expect(request_model, validate=False)
     @ns.response(200, "a DiscoveryResponse with envoy.api.v2 type URLs", response_model)
     @ns.response(304, "version_info is already the current version")
-    @ns.response(400, "not a DiscoveryRequest")
+    @ns.response(*BAD_REQUEST)
+    @ns.response(*TOO_LARGE)
     def post(self):
         """The same poll for legacy Envoys (1.17 and older); Envoy 1.40 never calls it."""
         return _answer_in_flask(V2)
 
 
 @ns.route("/v1/registration/<string:name>")
+@ns.param("name", "service name", pattern=NAME_PATTERN.pattern)
 class RegistrationV1(Resource):
     @ns.doc("registration_v1")
-    @ns.response(200, "the v1 SDS answer: hosts with ip_address, port and tags")
+    @ns.response(200, "the v1 SDS answer: hosts with ip_address, port and tags", v1_model)
+    @ns.response(400, "not a service name", error_model)
     def get(self, name):
         """The v1 SDS call of the tutorial's REST_LEGACY note."""
         validate_name(name)

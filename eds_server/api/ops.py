@@ -9,11 +9,14 @@ from flask_restx import Namespace, Resource, fields
 from prometheus_client.core import GaugeMetricFamily
 
 from ..metrics import CONTENT_TYPE
-from ..model import validate_name
+from ..model import NAME_PATTERN, validate_name
 from ..store import StoreUnavailable
 from ..xds.clients import STUCK_AFTER_POLLS, ClientStatus
+from .auth import READ_SECURITY
+from .common import AUTH_RESPONSES, error_model
 
 ns = Namespace("ops", description="Liveness, readiness, metrics and the Envoy clients", path="/")
+ns.add_model(error_model.name, error_model)
 
 
 @ns.route("/healthz")
@@ -27,6 +30,7 @@ class Health(Resource):
 @ns.route("/readyz")
 class Ready(Resource):
     @ns.doc("readyz")
+    @ns.response(200, "the store answers")
     @ns.response(503, "the store cannot be reached")
     def get(self):
         """Ready: the registry store answers."""
@@ -112,8 +116,20 @@ def client_json(status: ClientStatus) -> dict:
 
 @ns.route("/clients")
 class Clients(Resource):
-    @ns.doc("clients", params={"service": {"description": "only the rows of this resource name", "in": "query"}})
+    @ns.doc(
+        "clients",
+        security=READ_SECURITY,
+        responses=AUTH_RESPONSES,
+        params={
+            "service": {
+                "description": "only the rows of this resource name",
+                "in": "query",
+                "pattern": NAME_PATTERN.pattern,
+            }
+        },
+    )
     @ns.response(200, "one row per Envoy node and resource name", clients_model)
+    @ns.response(400, "service is not a service name", error_model)
     def get(self):
         """The Envoy nodes polling this server (any worker, any replica on the same store), and what each holds."""
         service = request.args.get("service")

@@ -7,59 +7,120 @@ from time import perf_counter
 from flask import Flask, Response, current_app, g, request, url_for
 from flask_restx import Namespace, Resource, fields
 
-from ..model import HEALTH_STATUSES, InvalidInput, NotFound, Problem, Service, parse_endpoint, validate_name
+from ..model import (
+    HEALTH_STATUSES,
+    NAME_PATTERN,
+    InvalidInput,
+    NotFound,
+    Problem,
+    Service,
+    parse_endpoint,
+    validate_name,
+)
+from ..model.host import (
+    HOSTNAME_PATTERN,
+    MAX_LABEL_LENGTH,
+    MAX_METADATA_BYTES,
+    MAX_PRIORITY,
+    MAX_TTL_SECONDS,
+    MAX_WEIGHT,
+    MIN_SECONDS,
+)
+from ..model.service import MAX_OVERPROVISIONING_FACTOR, MAX_STALE_AFTER_SECONDS
 from ..seed import export
 from ..store import Change
 from ..xds import version_of
-from .common import caller, read_json, registry
+from .auth import READ_SECURITY, WRITE_SECURITY
+from .common import AUTH_RESPONSES, TOO_LARGE, caller, error_model, nullable, read_json, registry
 
 ns = Namespace("edsservice", description="Services and their upstream hosts", path="/edsservice")
 
+ns.add_model(error_model.name, error_model)
+
+# The shape of an IP literal and of IP:PORT, for the document and its clients; the model
+# applies the exact rule (a real address, no zone id), so these may be looser, never stricter.
+_IP = r"\[?(\d{1,3}(\.\d{1,3}){3}|[0-9A-Fa-f.]*:[0-9A-Fa-f:.]*)\]?"
+IP_PATTERN = rf"^\s*{_IP}\s*$"
+ENDPOINT_PATTERN = rf"^\s*{_IP}\s*:[0-9]+$"
 tags_model = ns.model(
     "Tags",
     {
-        "az": fields.String(description="zone; Envoy locality.zone", example="us-central1-a"),
-        "region": fields.String(description="Envoy locality.region", example="us-central1"),
-        "sub_zone": fields.String(description="Envoy locality.sub_zone", example="rack7"),
-        "canary": fields.Boolean(description='metadata filter_metadata["envoy.lb"].canary', default=False),
-        "load_balancing_weight": fields.Integer(
-            min=1,
-            max=2**32 - 1,
-            default=1,
-            example=50,
-            description="LbEndpoint.load_balancing_weight (Envoy rejects 0)",
+        "az": nullable(
+            fields.String(max_length=MAX_LABEL_LENGTH, description="zone; Envoy locality.zone", example="us-central1-a")
+        ),
+        "region": nullable(
+            fields.String(max_length=MAX_LABEL_LENGTH, description="Envoy locality.region", example="us-central1")
+        ),
+        "sub_zone": nullable(
+            fields.String(max_length=MAX_LABEL_LENGTH, description="Envoy locality.sub_zone", example="rack7")
+        ),
+        "canary": nullable(fields.Boolean(description='metadata filter_metadata["envoy.lb"].canary', default=False)),
+        "load_balancing_weight": nullable(
+            fields.Integer(
+                min=1,
+                max=MAX_WEIGHT,
+                default=1,
+                example=50,
+                description="LbEndpoint.load_balancing_weight (Envoy rejects 0)",
+            )
         ),
     },
 )
+# The fields a host may leave out (null reads as left out); a PATCH changes any of them.
+optional_host_fields = {
+    "tags": nullable(fields.Nested(tags_model)),
+    "health_status": nullable(fields.String(enum=list(HEALTH_STATUSES), default="HEALTHY")),
+    "priority": nullable(fields.Integer(min=0, max=MAX_PRIORITY, default=0, description="0 is the most preferred")),
+    "hostname": nullable(
+        fields.String(
+            pattern=f"^$|{HOSTNAME_PATTERN.pattern}", example="web-1", description="LbEndpoint.endpoint.hostname"
+        )
+    ),
+    "metadata": nullable(
+        fields.Raw(
+            example={"version": "v2"},
+            description=f'extra filter_metadata["envoy.lb"] keys, at most {MAX_METADATA_BYTES} bytes as JSON',
+        )
+    ),
+    "ttl": nullable(
+        fields.Float(
+            min=MIN_SECONDS,
+            max=MAX_TTL_SECONDS,
+            example=30,
+            description="seconds; the host leaves discovery unless refreshed within it",
+        )
+    ),
+}
 host_model = ns.model(
     "Host",
     {
         "ip_address": fields.String(
-            required=True, example="10.0.0.5", description="IPv4 or IPv6 literal ([::1] accepted); not a host name"
+            required=True,
+            example="10.0.0.5",
+            pattern=IP_PATTERN,
+            description="IPv4 or IPv6 literal ([::1] accepted); not a host name",
         ),
         "port": fields.Integer(required=True, min=1, max=65535, example=8001),
-        "tags": fields.Nested(tags_model),
-        "health_status": fields.String(enum=list(HEALTH_STATUSES), default="HEALTHY"),
-        "priority": fields.Integer(min=0, max=128, default=0, description="0 is the most preferred"),
-        "hostname": fields.String(example="web-1", description="LbEndpoint.endpoint.hostname"),
-        "metadata": fields.Raw(example={"version": "v2"}, description='extra filter_metadata["envoy.lb"] keys'),
-        "ttl": fields.Float(
-            min=0, example=30, description="seconds; the host leaves discovery unless refreshed within it"
-        ),
+        **optional_host_fields,
     },
 )
+host_patch_model = ns.model("HostPatch", optional_host_fields)
 policy_model = ns.model(
     "Policy",
     {
-        "overprovisioning_factor": fields.Integer(min=1, example=140, description="percent"),
-        "endpoint_stale_after": fields.Float(min=0, example=30, description="seconds"),
+        "overprovisioning_factor": nullable(
+            fields.Integer(min=1, max=MAX_OVERPROVISIONING_FACTOR, example=140, description="percent")
+        ),
+        "endpoint_stale_after": nullable(
+            fields.Float(min=MIN_SECONDS, max=MAX_STALE_AFTER_SECONDS, example=30, description="seconds")
+        ),
     },
 )
 service_input = ns.model(
     "ServiceInput",
     {
         "hosts": fields.List(fields.Nested(host_model), required=True),
-        "policy": fields.Nested(policy_model),
+        "policy": nullable(fields.Nested(policy_model)),
     },
 )
 service_output = ns.inherit(
@@ -70,15 +131,9 @@ service_output = ns.inherit(
         "version": fields.String(description="the version_info Envoy gets for this service"),
     },
 )
-error_model = ns.model(
-    "Error",
-    {
-        "message": fields.String(required=True),
-        "errors": fields.List(fields.Raw, description="each problem: field, value, rule"),
-    },
-)
 
 NAME_DOC = "service name: 1-128 characters of A-Z a-z 0-9 . _ -"
+NAME_PARAM = {"description": NAME_DOC, "pattern": NAME_PATTERN.pattern}
 IF_MATCH_DOC = {"If-Match": {"description": "ETag read earlier; 412 when the service changed since", "in": "header"}}
 
 
@@ -143,9 +198,11 @@ EXPORT_FORMATS = ("json", "yaml")
 
 
 @ns.route("")
+@ns.doc(responses=AUTH_RESPONSES)
 class ServiceList(Resource):
     @ns.doc(
         "list_services",
+        security=READ_SECURITY,
         params={
             "format": {
                 "description": "json (default), or yaml: the seed file format, to load into another server "
@@ -155,7 +212,8 @@ class ServiceList(Resource):
             }
         },
     )
-    @ns.response(200, "every service with its hosts", [service_output])
+    @ns.produces(["application/json", "application/yaml"])
+    @ns.response(200, "every service with its hosts (JSON); with format=yaml, the seed file", [service_output])
     @ns.response(400, "unknown format", error_model)
     def get(self):
         """Every service with its hosts; `?format=yaml` exports the registry as a seed file."""
@@ -169,10 +227,11 @@ class ServiceList(Resource):
 
 
 @ns.route("/<string:name>", endpoint="edsservice_service")
-@ns.param("name", NAME_DOC)
+@ns.param("name", **NAME_PARAM)
 @ns.response(400, "invalid input: the field, value and rule are named", error_model)
+@ns.doc(responses=AUTH_RESPONSES)
 class ServiceItem(Resource):
-    @ns.doc("get_service")
+    @ns.doc("get_service", security=READ_SECURITY)
     @ns.response(200, "the service; its ETag is in the header", service_output)
     @ns.response(404, "no such service", error_model)
     def get(self, name):
@@ -183,7 +242,8 @@ class ServiceItem(Resource):
             raise NotFound(f"service {name!r} does not exist")
         return service_body(service), 200, etag(service)
 
-    @ns.doc("create_service", params=IF_MATCH_DOC)
+    @ns.response(*TOO_LARGE)
+    @ns.doc("create_service", params=IF_MATCH_DOC, security=WRITE_SECURITY)
     @ns.expect(service_input, validate=False)
     @ns.response(201, "created", service_output)
     @ns.response(409, "it exists already; PUT replaces it", error_model)
@@ -192,7 +252,8 @@ class ServiceItem(Resource):
         """Create a service with its hosts."""
         return answer(registry().create(name, read_json(), request.headers.get("If-Match"), who=caller()))
 
-    @ns.doc("replace_service", params=IF_MATCH_DOC)
+    @ns.response(*TOO_LARGE)
+    @ns.doc("replace_service", params=IF_MATCH_DOC, security=WRITE_SECURITY)
     @ns.expect(service_input, validate=False)
     @ns.response(200, "replaced", service_output)
     @ns.response(201, "created", service_output)
@@ -201,7 +262,7 @@ class ServiceItem(Resource):
         """Create a service or replace its whole host list (`{"hosts": []}` empties it)."""
         return answer(registry().replace(name, read_json(), request.headers.get("If-Match"), who=caller()))
 
-    @ns.doc("delete_service", params=IF_MATCH_DOC)
+    @ns.doc("delete_service", params=IF_MATCH_DOC, security=WRITE_SECURITY)
     @ns.response(204, "deleted; Envoy is told the service has no endpoints")
     @ns.response(404, "no such service", error_model)
     @ns.response(412, "If-Match did not match", error_model)
@@ -211,10 +272,12 @@ class ServiceItem(Resource):
 
 
 @ns.route("/<string:name>/hosts")
-@ns.param("name", NAME_DOC)
+@ns.param("name", **NAME_PARAM)
 @ns.response(400, "invalid input", error_model)
+@ns.doc(responses=AUTH_RESPONSES)
 class HostList(Resource):
-    @ns.doc("upsert_host", params=IF_MATCH_DOC)
+    @ns.response(*TOO_LARGE)
+    @ns.doc("upsert_host", params=IF_MATCH_DOC, security=WRITE_SECURITY)
     @ns.expect(host_model, validate=False)
     @ns.response(201, "host added (the service is created when absent)", service_output)
     @ns.response(200, "host refreshed or replaced (a heartbeat)", service_output)
@@ -226,27 +289,16 @@ class HostList(Resource):
 
 
 @ns.route("/<string:name>/hosts/<string:endpoint>")
-@ns.param("name", NAME_DOC)
-@ns.param("endpoint", "IP:PORT, IPv6 in brackets: 10.0.0.5:8001 or [::1]:8001")
+@ns.param("name", **NAME_PARAM)
+@ns.param("endpoint", "IP:PORT, IPv6 in brackets: 10.0.0.5:8001 or [::1]:8001", pattern=ENDPOINT_PATTERN)
 @ns.response(400, "invalid input", error_model)
 @ns.response(404, "no such service or host", error_model)
 @ns.response(412, "If-Match did not match", error_model)
+@ns.doc(responses=AUTH_RESPONSES)
 class HostItem(Resource):
-    @ns.doc("patch_host", params=IF_MATCH_DOC)
-    @ns.expect(
-        ns.model(
-            "HostPatch",
-            {
-                "tags": fields.Nested(tags_model),
-                "health_status": fields.String(enum=list(HEALTH_STATUSES), example="DRAINING"),
-                "priority": fields.Integer(min=0, max=128),
-                "hostname": fields.String(),
-                "metadata": fields.Raw(),
-                "ttl": fields.Float(min=0),
-            },
-        ),
-        validate=False,
-    )
+    @ns.response(*TOO_LARGE)
+    @ns.doc("patch_host", params=IF_MATCH_DOC, security=WRITE_SECURITY)
+    @ns.expect(host_patch_model, validate=False)
     @ns.response(200, "changed", service_output)
     def patch(self, name, endpoint):
         """Change some fields of one host (JSON merge patch: null removes a field)."""
@@ -256,7 +308,7 @@ class HostItem(Resource):
             )
         )
 
-    @ns.doc("delete_host", params=IF_MATCH_DOC)
+    @ns.doc("delete_host", params=IF_MATCH_DOC, security=WRITE_SECURITY)
     @ns.response(204, "removed; the ETag header names the service's new state")
     def delete(self, name, endpoint):
         """Remove one host (the service stays, with the hosts left)."""

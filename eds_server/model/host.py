@@ -22,6 +22,8 @@ LOCALITY_TAGS = ("region", "az", "sub_zone")
 MAX_WEIGHT = 2**32 - 1  # LbEndpoint.load_balancing_weight is a uint32
 MAX_PRIORITY = 128
 MAX_TTL_SECONDS = 365 * 24 * 3600
+# google.protobuf.Duration counts nanoseconds: less would render as 0s, which Envoy rejects.
+MIN_SECONDS = 1e-9
 MAX_LABEL_LENGTH = 256
 MAX_METADATA_BYTES = 4096
 # The keys Envoy's subset and canary logic read from filter_metadata["envoy.lb"];
@@ -150,7 +152,8 @@ def parse_endpoint(text: str) -> tuple[str, int]:
             [Problem("endpoint", text, "must be IP:PORT, with IPv6 in brackets, for example [::1]:8001")]
         )
     ip = normalise_ip(ip_part, "endpoint", problems)
-    port = int(port_part) if port_part.isdigit() else None
+    # isdigit() alone lets through characters int() refuses, such as "²".
+    port = int(port_part) if port_part.isascii() and port_part.isdigit() else None
     if port is None or not 1 <= port <= 65535:
         problems.append(Problem("endpoint", text, "must end in a port 1-65535"))
     check(problems)
@@ -159,17 +162,19 @@ def parse_endpoint(text: str) -> tuple[str, int]:
 
 
 def seconds(value: Any, where: str, maximum: float, problems: list[Problem]) -> float | None:
-    """An optional duration in seconds: a finite number above 0, at most `maximum`."""
+    """An optional duration in seconds: a finite number of at least one nanosecond, at most `maximum`."""
     if value is None:
         return None
     if (
         isinstance(value, (int, float))
         and not isinstance(value, bool)
         and math.isfinite(value)
-        and 0 < value <= maximum
+        and MIN_SECONDS <= value <= maximum
     ):
         return float(value)
-    problems.append(Problem(where, value, f"must be a number of seconds above 0 and at most {maximum}"))
+    problems.append(
+        Problem(where, value, f"must be a number of seconds above 0 (from {MIN_SECONDS}, 1 ns) and at most {maximum}")
+    )
     return None
 
 
@@ -181,6 +186,12 @@ def _label(tags: Mapping[str, Any], name: str, where: str, problems: list[Proble
         problems.append(Problem(f"{where}.{name}", value, f"must be a string of at most {MAX_LABEL_LENGTH} characters"))
         return ""
     return value
+
+
+def _given(data: Mapping[str, Any], name: str, default: Any) -> Any:
+    """An optional field's value; null reads as not given, as in a merge patch."""
+    value = data.get(name)
+    return default if value is None else value
 
 
 def _unknown_keys(data: Mapping[str, Any], allowed: tuple[str, ...], where: str, problems: list[Problem]) -> None:
@@ -217,10 +228,10 @@ def parse_host(data: Any, where: str = "host") -> Host:
     region = _label(tags, "region", f"{where}.tags", problems)
     zone = _label(tags, "az", f"{where}.tags", problems)
     sub_zone = _label(tags, "sub_zone", f"{where}.tags", problems)
-    canary = tags.get("canary", False)
+    canary = _given(tags, "canary", False)
     if not isinstance(canary, bool):
         problems.append(Problem(f"{where}.tags.canary", canary, "must be true or false"))
-    weight = tags.get("load_balancing_weight", 1)
+    weight = _given(tags, "load_balancing_weight", 1)
     if not _is_int(weight) or not 1 <= weight <= MAX_WEIGHT:
         problems.append(
             Problem(
@@ -228,18 +239,18 @@ def parse_host(data: Any, where: str = "host") -> Host:
             )
         )
 
-    health = data.get("health_status", "HEALTHY")
+    health = _given(data, "health_status", "HEALTHY")
     if not isinstance(health, str) or health.upper() not in HEALTH_STATUSES:
         problems.append(Problem(f"{where}.health_status", health, f"must be one of {', '.join(HEALTH_STATUSES)}"))
     else:
         health = health.upper()
 
-    priority = data.get("priority", 0)
+    priority = _given(data, "priority", 0)
     if not _is_int(priority) or not 0 <= priority <= MAX_PRIORITY:
         problems.append(Problem(f"{where}.priority", priority, f"must be an integer 0-{MAX_PRIORITY}"))
 
-    hostname = data.get("hostname") or ""
-    if not isinstance(hostname, str) or (hostname and not HOSTNAME_PATTERN.match(hostname)):
+    hostname = _given(data, "hostname", "")
+    if not isinstance(hostname, str) or (hostname and not HOSTNAME_PATTERN.fullmatch(hostname)):
         problems.append(Problem(f"{where}.hostname", hostname, "must be a DNS name of at most 253 characters"))
 
     metadata = data.get("metadata")

@@ -25,7 +25,7 @@ READ_ONLY_SERVICE_FIELDS = ("version", "etag")
 
 
 def validate_name(name: Any) -> str:
-    if not isinstance(name, str) or not NAME_PATTERN.match(name):
+    if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name):
         raise InvalidInput([Problem("name", name, "must be 1-128 characters of A-Z a-z 0-9 . _ -")])
     return name
 

@@ -126,6 +126,15 @@ class Store(ABC):
         """Names of the services holding a host whose deadline has passed."""
 
     @abstractmethod
+    def count(self) -> int:
+        """How many services exist.
+
+        The registry calls it inside `_atomically`'s step to bound the number of
+        services, so a backend must answer it from the state that step commits
+        against (the same transaction, lock, or watched keys).
+        """
+
+    @abstractmethod
     def ping(self) -> None:
         """Raise StoreUnavailable when the store cannot serve."""
 

@@ -34,6 +34,10 @@ class MemoryStore(Store):
         entry = self._services.get(name)
         return entry[1] if entry else None
 
+    def count(self) -> int:
+        # Without the lock: `_atomically` holds it while its step asks.
+        return len(self._services)
+
     def due_for_expiry(self, now: float) -> list[str]:
         with self._lock:
             return [

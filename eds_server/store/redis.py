@@ -153,6 +153,8 @@ class RedisStore(Store):
         self._generation = 0
         self._generation_seen = 0
         self._changed = threading.Condition()
+        # The pipeline of the write step running in this thread, if any: count() reads through it.
+        self._step = threading.local()
         self._follow_here()
 
     # -- reads -------------------------------------------------------------
@@ -165,6 +167,18 @@ class RedisStore(Store):
 
     def services(self) -> list[Service]:
         return [load_service(record) for record, _ in self._read(self._load_all).values()]
+
+    def count(self) -> int:
+        pipe = getattr(self._step, "pipe", None)
+        if pipe is None:
+            return self._read(lambda: self._redis.zcard(NAMES))
+        # Inside a write step (the registry bounding the number of services): watch the
+        # names too, so that a service created or deleted meanwhile runs the step again.
+        try:
+            pipe.watch(NAMES)
+            return pipe.zcard(NAMES)
+        except redis.RedisError as error:
+            raise self._lost(error) from error
 
     def due_for_expiry(self, now: float) -> list[str]:
         return self._read(lambda: self._redis.zrangebyscore(DEADLINES, "-inf", now))
@@ -190,7 +204,11 @@ class RedisStore(Store):
                 except redis.RedisError as error:
                     raise self._lost(error) from error
                 current = None if record is None else load_service(record)
-                after, version_after = step(current)
+                self._step.pipe = pipe
+                try:
+                    after, version_after = step(current)
+                finally:
+                    self._step.pipe = None
                 if after is current:  # nothing to write (leaving `with` unwatches)
                     return Change(name, current, current, version_before, version_before)
                 pipe.multi()

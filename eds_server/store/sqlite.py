@@ -105,6 +105,11 @@ class SqliteStore(Store):
             self._idle.append(conn)
         return row[0] if row else None
 
+    def count(self) -> int:
+        # Inside `_atomically` the write transaction holds the write lock (BEGIN
+        # IMMEDIATE), so the committed count any connection reads is the one the step sees.
+        return self._fetch("SELECT COUNT(*) FROM services")[0][0]
+
     def size(self) -> tuple[int, int]:
         [(services, hosts)] = self._fetch(
             "SELECT count(*), coalesce(sum(json_array_length(record, '$.hosts')), 0) FROM services"

@@ -21,12 +21,37 @@ import simdjson
 from ..model import InvalidInput, Problem, validate_name
 from ..store import Store
 from .holds import Holds
-from .render import TYPE_URLS, assignment, combined_version, discovery_response, version_of
+from .render import TYPE_URLS, V2, V3, assignment, combined_version, discovery_response, version_of
 
-# The fields of envoy.service.discovery.v3.DiscoveryRequest (v2 has the same JSON names).
-REQUEST_FIELDS = frozenset(
-    ("version_info", "node", "resource_names", "resource_locators", "type_url", "response_nonce", "error_detail")
-)
+# The fields of DiscoveryRequest and of its Node, with their JSON types, per API:
+# v2 has no resource_locators nor Node.dynamic_parameters, v3 dropped Node.build_version.
+_V2_REQUEST = {
+    "version_info": str,
+    "node": dict,
+    "resource_names": list,
+    "type_url": str,
+    "response_nonce": str,
+    "error_detail": dict,
+}
+_V2_NODE = {
+    "id": str,
+    "cluster": str,
+    "metadata": dict,
+    "locality": dict,
+    "build_version": str,
+    "user_agent_name": str,
+    "user_agent_version": str,
+    "user_agent_build_version": dict,
+    "extensions": list,
+    "client_features": list,
+    "listening_addresses": list,
+}
+REQUEST_FIELDS = {V2: _V2_REQUEST, V3: {**_V2_REQUEST, "resource_locators": list}}
+NODE_FIELDS = {
+    V2: _V2_NODE,
+    V3: {**{k: v for k, v in _V2_NODE.items() if k != "build_version"}, "dynamic_parameters": dict},
+}
+JSON_TYPES = {str: "a string", dict: "a JSON object", list: "a list"}
 MAX_RESOURCE_NAMES = 64
 
 
@@ -90,6 +115,35 @@ class _Parsers:
 _parsers = _Parsers()
 
 
+# What each JSON type of the field lists is, as simdjson hands it back (a proxy for containers).
+PARSED_KINDS = {str: (str,), dict: (simdjson.Object, dict), list: (simdjson.Array, list)}
+
+
+def _json_name(value: Any) -> str:
+    if isinstance(value, simdjson.Object):
+        return "dict"
+    return "list" if isinstance(value, simdjson.Array) else type(value).__name__
+
+
+def _shape_problems(data: simdjson.Object | dict, fields: dict[str, type], prefix: str) -> list[Problem]:
+    """Fields that DiscoveryRequest (or its node) does not have, or whose JSON type is wrong.
+
+    Envoy never sends null and the API document does not allow it: null is refused too.
+    Values are looked at one by one (`get`), never all at once: `items()` would turn the
+    node's ~500 extensions into Python objects.
+    """
+    problems = []
+    for key in data.keys():
+        kind = fields.get(key)
+        if kind is None:
+            problems.append(
+                Problem(prefix + key, "...", f"is not a field of {'Node' if prefix else 'DiscoveryRequest'}")
+            )
+        elif not isinstance(value := data.get(key), PARSED_KINDS[kind]):
+            problems.append(Problem(prefix + key, _json_name(value), f"must be {JSON_TYPES[kind]}"))
+    return problems
+
+
 def parse_request(api: str, body: bytes) -> DiscoveryRequest:
     """Read only what an answer needs; anything a DiscoveryRequest cannot be is InvalidInput.
 
@@ -116,18 +170,15 @@ def _read(api: str, parser: simdjson.Parser, body: bytes) -> DiscoveryRequest | 
     except (ValueError, RuntimeError) as error:  # bad JSON, bad UTF-8, too deep
         return [Problem("body", f"<{len(body)} bytes>", f"is not JSON: {error}")]
     if not isinstance(data, simdjson.Object):
-        kind = "list" if isinstance(data, simdjson.Array) else type(data).__name__
-        return [Problem("body", kind, "must be a JSON object (a DiscoveryRequest)")]
-    problems: list[Problem] = []
-    unknown = sorted(set(data.keys()) - REQUEST_FIELDS)
-    if unknown:
-        problems.append(Problem(unknown[0], "...", "is not a field of DiscoveryRequest"))
-    type_url = _plain(data.get("type_url", TYPE_URLS[api]))
+        return [Problem("body", _json_name(data), "must be a JSON object (a DiscoveryRequest)")]
+    node = data.get("node") or {}
+    problems = _shape_problems(data, REQUEST_FIELDS[api], "") or _shape_problems(node, NODE_FIELDS[api], "node.")
+    if problems:
+        return problems
+    type_url = data.get("type_url") or TYPE_URLS[api]
     if type_url != TYPE_URLS[api]:
         problems.append(Problem("type_url", type_url, f"must be {TYPE_URLS[api]} on the {api} endpoint"))
-    version_info = _plain(data.get("version_info"))
-    if version_info is not None and not isinstance(version_info, str):
-        problems.append(Problem("version_info", version_info, "must be a string"))
+    version_info = data.get("version_info")
     names = _plain(data.get("resource_names"))
     if not isinstance(names, list) or not names or len(names) > MAX_RESOURCE_NAMES:
         problems.append(
@@ -139,13 +190,7 @@ def _read(api: str, parser: simdjson.Parser, body: bytes) -> DiscoveryRequest | 
             validate_name(name)
         except InvalidInput:
             problems.append(Problem(f"resource_names[{index}]", name, "must be 1-128 characters of A-Z a-z 0-9 . _ -"))
-    node = data.get("node") or {}
-    if not isinstance(node, simdjson.Object | dict):
-        problems.append(Problem("node", type(node).__name__, "must be a JSON object"))
-        node = {}
-    node_id, cluster = _plain(node.get("id", "")), _plain(node.get("cluster", ""))
-    if not isinstance(node_id, str) or not isinstance(cluster, str):
-        problems.append(Problem("node", {"id": node_id, "cluster": cluster}, "id and cluster must be strings"))
+    node_id, cluster = node.get("id") or "", node.get("cluster") or ""
     if problems:
         return problems
     return DiscoveryRequest(
@@ -164,12 +209,15 @@ def empty_version(name: str) -> str:
 
 
 class Discovery:
-    """Answers polls for one worker, keeping the rendered bytes of recent versions."""
+    """Answers polls for one worker, keeping the rendered bytes of the current answer to recent requests."""
 
     def __init__(self, store: Store, cache_size: int = 20000, on_held_count: Callable[[int], None] | None = None):
         self.store = store
         self.cache_size = cache_size
-        self._cache: OrderedDict[tuple[str, tuple[str, ...], str], bytes] = OrderedDict()
+        # One answer per (API, names): the current one. An older version is never
+        # served again (every answer is the current version), so keeping it would
+        # only grow the worker's memory with every write.
+        self._cache: OrderedDict[tuple[str, tuple[str, ...]], tuple[str, bytes]] = OrderedDict()
         self._lock = threading.Lock()
         self.holds = Holds(store, self.current_version, *([on_held_count] if on_held_count else []))
 
@@ -196,12 +244,12 @@ class Discovery:
         # Never 304 a poll without version_info: Envoy holds nothing yet.
         if request.version_info is not None and request.version_info == version:
             return Answer(304, b"", version, held)
-        key = (request.api, request.names, version)
+        key = (request.api, request.names)
         with self._lock:
-            body = self._cache.get(key)
-            if body is not None:
+            cached = self._cache.get(key)
+            if cached is not None and cached[0] == version:
                 self._cache.move_to_end(key)
-                return Answer(200, body, version, held)
+                return Answer(200, cached[1], version, held)
         return dataclasses.replace(self._render(request), held=held)
 
     def _render(self, request: DiscoveryRequest) -> Answer:
@@ -212,7 +260,8 @@ class Discovery:
         version = combined_version(version_of(name, service) for name, service in services)
         body = discovery_response(request.api, [assignment(name, service) for name, service in services], version)
         with self._lock:
-            self._cache[(request.api, request.names, version)] = body
+            self._cache[(request.api, request.names)] = (version, body)
+            self._cache.move_to_end((request.api, request.names))
             while len(self._cache) > self.cache_size:
                 self._cache.popitem(last=False)
         return Answer(200, body, version)

@@ -55,8 +55,10 @@ def envoy_for(tmp_path):
     """A factory of Envoys polling the given eds-servers; each must end with update_rejected at 0."""
     started: list[Envoy] = []
 
-    def make(*servers, **api_config) -> Envoy:
-        envoy = start_envoy(tmp_path, [s.port for s in servers], **api_config)
+    def make(*servers, **options) -> Envoy:
+        # Servers that serve TLS are polled over mutual TLS with their test certificates.
+        options.setdefault("eds_tls", next((s.tls for s in servers if s.tls), None))
+        envoy = start_envoy(tmp_path, [s.port for s in servers], **options)
         started.append(envoy)
         return envoy
 
