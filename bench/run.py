@@ -416,7 +416,12 @@ def main(argv: list[str] | None = None) -> int:
             rounds.append(one_round(tmp, args, answers, bodies, big_db))
         print("long-poll ...", flush=True)
         long_poll = long_poll_figures(tmp, args)
-    report = render(args, about, rounds, parse, dispatch, fill_seconds) + render_long_poll(args, long_poll)
+    history = record_run(args.report.with_name("bench-history.jsonl"), about, rounds, long_poll)
+    report = (
+        render(args, about, rounds, parse, dispatch, fill_seconds)
+        + render_long_poll(args, long_poll)
+        + render_history(history)
+    )
     print(report)
     args.report.parent.mkdir(parents=True, exist_ok=True)
     args.report.write_text(report)
@@ -435,6 +440,50 @@ TARGETS = {
         0.80,
     ),
 }
+
+
+SHORT_TITLES = {
+    "up-to-date polls (304), 10-host service": "304, 10 hosts",
+    "up-to-date polls (304), 100-host service": "304, 100 hosts",
+    "full polls (200), 10-host service": "200, 10 hosts",
+    "full polls (200), 100-host service": "200, 100 hosts",
+    "304 polls with 10,000 services x 10 hosts, against 1 service": "10k services / 1",
+}
+
+
+def record_run(path: Path, about: dict, rounds: list[Round], long_poll_figures: dict) -> list[dict]:
+    """Appends this run's headline figures to `path` (one JSON object a line); returns every run recorded."""
+    entry = {
+        "date": about["date"],
+        "load average at start": about["load average at start"],
+        **{SHORT_TITLES[title]: round(spread(rounds, n, d)[0], 3) for title, (n, d, _) in TARGETS.items()},
+        "write to Envoy, median ms": round(statistics.median(long_poll_figures["long-poll"]), 1),
+        "2,000 held released, ms": round(long_poll_figures["held"].release_ms),
+    }
+    with path.open("a") as history:
+        history.write(json.dumps(entry) + "\n")
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def render_history(entries: list[dict]) -> str:
+    columns = list(entries[-1])
+    lines = [
+        "## Every recorded run",
+        "",
+        "The machine is shared (other work runs on the same two cores), so one run proves little: each",
+        "`make bench` adds a line to `docs/bench-history.jsonl`, and this table shows them all (throughput",
+        "ratios are the median of each run's rounds).",
+        "",
+        "| " + " | ".join(columns) + " |",
+        "|" + "---|" * len(columns),
+    ]
+    for entry in entries:
+        cells = []
+        for column in columns:
+            value = entry.get(column, "")
+            cells.append(f"{value:.0%}" if column in SHORT_TITLES.values() and value != "" else str(value))
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
 
 
 def render(args, about, rounds: list[Round], parse, dispatch, fill_seconds: float) -> str:
