@@ -46,3 +46,7 @@ fuzz: install-test
 # The suite soaks for seconds; this for minutes, printing the figures (SOAK_SECONDS).
 soak: install-test
 	SOAK_SECONDS=$${SOAK_SECONDS:-180} $(PY) -m pytest -q -s -p no:cacheprovider tests/e2e/test_soak.py
+
+# A few minutes: real servers on loopback under wrk and a real Envoy; writes docs/PERFORMANCE.md.
+bench: install-test system-deps
+	$(PY) -m bench.run
