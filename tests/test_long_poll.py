@@ -159,3 +159,11 @@ def test_graceful_shutdown_answers_held_polls_with_304(eds_server):
     _, polls = hold_polls(server, 4)
     server.stop()  # SIGTERM, then waits for the server to exit
     assert [p.result(within=15).status_code for p in polls] == [304] * 4
+
+
+def test_a_write_on_one_replica_releases_the_polls_held_by_another(eds_server, redis_url):
+    holding, writing = eds_server(store=redis_url), eds_server(store=redis_url)
+    _, polls = hold_polls(holding, 3)
+    new = requests.post(f"{writing.url}/edsservice/web/hosts", json={"ip_address": "10.0.0.1", "port": 8002}).json()
+    answers = [p.result() for p in polls]
+    assert {(a.status_code, a.json()["version_info"]) for a in answers} == {(200, new["version"])}
