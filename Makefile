@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip --disable-pip-version-check --quiet
 
-.PHONY: install install-test system-deps run test lint demo fuzz soak console-screenshot
+.PHONY: install install-test system-deps run test lint demo fuzz soak bench console-screenshot
 
 $(VENV)/bin/python:
 	python3 -m venv $(VENV)
@@ -46,6 +46,10 @@ fuzz: install-test
 # The suite soaks for seconds; this for minutes, printing the figures (SOAK_SECONDS).
 soak: install-test
 	SOAK_SECONDS=$${SOAK_SECONDS:-180} $(PY) -m pytest -q -s -p no:cacheprovider tests/e2e/test_soak.py
+
+# A few minutes: real servers on loopback under wrk and a real Envoy; writes docs/PERFORMANCE.md.
+bench: install-test system-deps
+	$(PY) -m bench.run
 
 # docs/console.png and docs/console-phone.png: the console of a real server on seeded data, in the real chromium.
 console-screenshot: install-test system-deps

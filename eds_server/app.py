@@ -9,10 +9,12 @@ from flask_restx import Api
 
 from .api import auth, console, discovery, ops, registry
 from .api.common import register_error_handlers
+from .metrics import Metrics
 from .registry import Limits, Registry
 from .settings import Settings
 from .store import Store, open_store
 from .xds import Discovery, version_of
+from .xds.clients import Clients
 
 
 @dataclass
@@ -22,6 +24,9 @@ class Services:
     settings: Settings
     registry: Registry
     discovery: Discovery
+    clients: Clients
+    metrics: Metrics
+    polls: discovery.PollRoutes | None = None
 
 
 def registry_for(settings: Settings, store: Store) -> Registry:
@@ -41,11 +46,17 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
         RESTX_ERROR_404_HELP=False,
         JSON_SORT_KEYS=False,
     )
-    app.extensions["eds"] = Services(
+    metrics = Metrics()
+    answers = Discovery(store, cache_size=settings.response_cache_size, on_held_count=metrics.held_count)
+    services = app.extensions["eds"] = Services(
         settings=settings,
         registry=registry_for(settings, store),
-        discovery=Discovery(store, cache_size=settings.response_cache_size),
+        discovery=answers,
+        clients=Clients(store, answers.current_version, clock=store.clock),
+        metrics=metrics,
     )
+    # Envoy's polls are answered in front of Flask (see api/discovery.py).
+    services.polls = app.wsgi_app = discovery.PollRoutes(app.wsgi_app, services)
     api = Api(
         app,
         version="1.0",
@@ -56,6 +67,8 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
         doc="/",
         authorizations=auth.AUTHORIZATIONS,
     )
+    # Before auth: a write refused for its token is timed and counted too.
+    registry.measure_writes(app)
     auth.install(app, auth.Tokens.from_settings(settings))
     register_error_handlers(app, api)
     api.add_namespace(registry.ns)

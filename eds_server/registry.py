@@ -76,14 +76,11 @@ class Registry:
             shown = change.visible or change.before != change.after
             log.log(
                 logging.INFO if shown else logging.DEBUG,
-                "%s service=%s by=%s hosts=%s->%s version=%s->%s",
+                "%s service=%s by=%s %s",
                 operation,
                 name,
                 who,
-                len(change.before.hosts) if change.before else "absent",
-                len(change.after.hosts) if change.after else "absent",
-                change.version_before or "none",
-                change.version_after or "none",
+                describe(change),
             )
         return change
 
@@ -180,6 +177,22 @@ class Registry:
                 change.version_after,
             )
         return changes
+
+
+def describe(change: Change) -> str:
+    """What a change did, for its log line: hosts added, removed and changed, and the versions."""
+    before = {h.key: h for h in change.before.hosts} if change.before else {}
+    after = {h.key: h for h in change.after.hosts} if change.after else {}
+
+    def endpoints(keys) -> str:
+        return ",".join(format_endpoint(*key) for key in sorted(keys)) or "-"
+
+    changed = [k for k in before.keys() & after.keys() if before[k].to_dict() != after[k].to_dict()]
+    return (
+        f"hosts={len(before) if change.before else 'absent'}->{len(after) if change.after else 'absent'} "
+        f"added={endpoints(after.keys() - before.keys())} removed={endpoints(before.keys() - after.keys())} "
+        f"changed={endpoints(changed)} version={change.version_before or 'none'}->{change.version_after or 'none'}"
+    )
 
 
 def _existing(name: str, current: Service | None) -> Service:

@@ -3,26 +3,31 @@
 from __future__ import annotations
 
 import logging
+import shutil
+import tempfile
 from typing import Any
 
-from flask.logging import default_handler
 from gunicorn.app.base import BaseApplication
 
+from . import logs
 from .api.auth import writes_open_warning
 from .app import create_app, registry_for
+from .background import Periodic
 from .gunicorn_conf import gunicorn_options
+from .metrics import enable_multiprocess, worker_gone
 from .settings import Settings
 from .store import Store, open_store
-from .sweeper import Sweeper
+from .sweeper import sweeper
 from .xds import version_of
 
 log = logging.getLogger("eds_server")
 
 
 class Server(BaseApplication):
-    def __init__(self, settings: Settings, store: Store):
+    def __init__(self, settings: Settings, store: Store, metrics_dir: str):
         self.settings = settings
         self.store = store
+        self.metrics_dir = metrics_dir
         self.options: dict[str, Any] = gunicorn_options(settings)
         super().__init__()
 
@@ -31,6 +36,8 @@ class Server(BaseApplication):
             self.cfg.set(key, value)
         self.cfg.set("post_worker_init", self._post_worker_init)
         self.cfg.set("worker_exit", self._worker_exit)
+        self.cfg.set("child_exit", self._child_exit)
+        self.cfg.set("on_exit", self._on_exit)
 
     def load(self):
         # Called in each worker after the fork. The store object comes from the
@@ -39,23 +46,29 @@ class Server(BaseApplication):
         return self.app
 
     def _post_worker_init(self, worker) -> None:
-        registry = worker.wsgi.extensions["eds"].registry
-        worker.sweeper = Sweeper(registry, self.settings.sweep_interval).start()
+        services = worker.wsgi.extensions["eds"]
+        worker.background = [
+            sweeper(services.registry, self.settings.sweep_interval).start(),
+            Periodic("eds-clients-flush", self.settings.clients_flush_interval, services.clients.flush).start(),
+        ]
 
     @staticmethod
     def _worker_exit(server, worker) -> None:
-        sweeper = getattr(worker, "sweeper", None)
-        if sweeper is not None:
-            sweeper.stop()
+        for task in getattr(worker, "background", ()):
+            task.stop()
+        services = getattr(worker, "wsgi", None) and worker.wsgi.extensions["eds"]
+        if services:
+            try:
+                services.clients.flush()
+            except Exception as error:  # the clients view loses at most this worker's last second
+                log.warning("clients view: last flush failed: %s", error)
 
+    @staticmethod
+    def _child_exit(server, worker) -> None:
+        worker_gone(worker.pid)
 
-def configure_logging(settings: Settings) -> None:
-    logger = logging.getLogger("eds_server")
-    logger.setLevel(settings.log_level.upper())
-    # Flask's own handler, so the master's lines look like the workers' (their
-    # Flask app finds it inherited and adds no second one).
-    if not logger.handlers:
-        logger.addHandler(default_handler)
+    def _on_exit(self, server) -> None:
+        shutil.rmtree(self.metrics_dir, ignore_errors=True)
 
 
 def start_up(settings: Settings, store: Store) -> None:
@@ -71,7 +84,9 @@ def start_up(settings: Settings, store: Store) -> None:
 
 
 def serve(settings: Settings) -> None:
-    configure_logging(settings)
+    # The start-up's lines look like the workers' (whose Flask app finds a
+    # handler already there and adds none of its own).
+    logs.configure(settings.log_level, settings.log_format)
     warning = writes_open_warning(settings)
     if warning:
         log.warning("\n%s\n%s\n%s", "!" * 78, warning, "!" * 78)
@@ -82,4 +97,8 @@ def serve(settings: Settings) -> None:
         # Connections must not cross the fork; the workers inherit the store
         # object (a memory:// store with its contents) and reconnect on first use.
         store.close()
-    Server(settings, store).run()
+    # Every worker writes its metric values under this server's own directory,
+    # made before the workers fork so that /metrics on any of them adds up all.
+    metrics_dir = tempfile.mkdtemp(prefix="eds-server-metrics-")
+    enable_multiprocess(metrics_dir)
+    Server(settings, store, metrics_dir).run()

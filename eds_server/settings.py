@@ -40,6 +40,12 @@ class Settings:
     max_services: int = 10_000
     sweep_interval: float = 0.5
     response_cache_size: int = 20_000
+    # Seconds between two batches of a worker's clients-view rows to the store.
+    clients_flush_interval: float = 1.0
+    # Long-poll: a poll with nothing new is held up to this many seconds (0: never held), and never
+    # longer than the client's x-envoy-expected-rq-timeout-ms minus long_poll_margin seconds.
+    long_poll_max_hold: float = 25.0
+    long_poll_margin: float = 1.0
     # Bearer tokens (SECURITY in the README). repr=False: settings may be logged, tokens never.
     api_tokens: list[str] = field(default_factory=list, repr=False)
     api_token_file: str | None = None
@@ -225,6 +231,11 @@ def validate(settings: Settings) -> None:
         )
     if settings.log_format not in ("text", "json"):
         raise SettingsError(f"log_format {settings.log_format!r}: must be text or json")
+    if settings.long_poll_max_hold < 0 or settings.long_poll_margin < 0:
+        raise SettingsError(
+            f"long_poll_max_hold {settings.long_poll_max_hold}, long_poll_margin {settings.long_poll_margin}: "
+            "must be 0 or more seconds"
+        )
     if settings.max_services < 1 or settings.max_hosts_per_service < 1:
         raise SettingsError("max_services and max_hosts_per_service must be at least 1")
     if settings.api_token_file:

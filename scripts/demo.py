@@ -75,8 +75,8 @@ def tutorial_steps(eds: str, listener: str, upstreams: list[Upstream]) -> list[t
             [put("POST", [host(first.port)]), f"curl -s {service}"],
         ),
         (
-            f"Envoy picks it up on its next poll (refresh_delay, see {LOCAL_BOOTSTRAP.relative_to(REPO)}): "
-            f'"{first.name}"',
+            f"Envoy has it within milliseconds, its poll held until the change "
+            f'({LOCAL_BOOTSTRAP.relative_to(REPO)}): "{first.name}"',
             [f"curl -i {listener}/"],
         ),
         ('Empty the host list: "no healthy upstream" again', [put("PUT", []), f"curl -i {listener}/"]),

@@ -190,10 +190,10 @@ def test_swagger_authorize_button_and_secured_operations(guarded):
         assert op["security"] == [{"bearer": []}], key
         assert {"401", "403"} <= set(op["responses"]), key
     # Reads name the scheme as optional: needed only when read tokens are configured.
-    for key in (("GET", "/edsservice"), ("GET", "/edsservice/{name}")):
+    for key in (("GET", "/edsservice"), ("GET", "/edsservice/{name}"), ("GET", "/clients")):
         assert operations[key]["security"] == [{"bearer": []}, {}]
     for key, op in operations.items():
-        if not key[1].startswith("/edsservice"):
+        if not key[1].startswith(("/edsservice", "/clients")):
             assert "security" not in op, key
 
 

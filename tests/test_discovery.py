@@ -219,12 +219,28 @@ def test_v1_registration(client):
         (b'{"resource_names": ["web"], "version_info": 3}', "version_info"),
         (b'{"resource_names": ["web"], "node": "me"}', "node"),
         (b'{"resource_names": ["web"], "bogus": 1}', "bogus"),
+        (b'{"resource_names": ["web"], "node": {"id": 7}}', "node.id"),
+        (b'{"resource_names": ["web"], "version_info": {"a": 1}}', "version_info"),
+        # Hostile bodies: invalid UTF-8, nesting deeper than any DiscoveryRequest, two documents, nothing.
+        (b'{"resource_names": ["\xff\xfe"]}', "body"),
+        (b'{"resource_names": ["web"], "node": ' + b'{"a": ' * 5000 + b"1" + b"}" * 5001, "body"),
+        (b'{"resource_names": ["web"]}{"resource_names": ["web"]}', "body"),
+        (b"", "body"),
     ],
 )
 def test_malformed_requests_are_4xx_json(client, body, field):
     response = client.post("/v3/discovery:endpoints", data=body, content_type="application/json")
     assert response.status_code == 400
     assert field in {p["field"] for p in response.get_json()["errors"]}
+
+
+def test_a_poll_body_over_the_limit_is_413_json(client):
+    limit = client.application.extensions["eds"].settings.max_body_bytes
+    response = client.post(
+        "/v3/discovery:endpoints", data=b'{"resource_names": ["web"], "node": {"id": "' + b"x" * limit + b'"}}'
+    )
+    assert response.status_code == 413
+    assert "max_body_bytes" in response.get_json()["message"]
 
 
 def test_captured_envoy_polls_replayed(client, envoy_first_poll, envoy_poll):
@@ -251,3 +267,18 @@ def test_captured_envoy_polls_replayed(client, envoy_first_poll, envoy_poll):
     _, [assignment] = parse_v3(after)
     assert after.get_json()["version_info"] != version
     assert len(assignment.endpoints[0].lb_endpoints) == 2
+
+
+def test_the_swagger_documented_route_answers_through_the_same_code(app, envoy_poll):
+    """Polls are taken in front of Flask; the flask-restx resource behind it gives the very same answers."""
+    from werkzeug.test import Client
+
+    client, flask_only = app.test_client(), Client(app.wsgi_app.app)
+    client.put("/edsservice/myservice", json={"hosts": [{"ip_address": "127.0.0.1", "port": 8001}]})
+    body = json.dumps({k: v for k, v in envoy_poll["body"].items() if k != "version_info"})
+    fast = client.post("/v3/discovery:endpoints", data=body)
+    documented = flask_only.post("/v3/discovery:endpoints", data=body)
+    assert (documented.status_code, documented.data) == (fast.status_code, fast.data) == (200, fast.data)
+    held = json.dumps({**envoy_poll["body"], "version_info": fast.get_json()["version_info"]})
+    assert flask_only.post("/v3/discovery:endpoints", data=held).status_code == 304
+    assert flask_only.post("/v3/discovery:endpoints", data=b"{").status_code == 400

@@ -17,9 +17,11 @@ def test_swagger_json_is_valid_openapi(client):
         "/v1/registration/{name}",
         "/healthz",
         "/readyz",
+        "/metrics",
+        "/clients",
     ):
         assert path in paths, path
-    for name in ("Host", "Tags", "ServiceInput", "Service", "Error", "DiscoveryRequest"):
+    for name in ("Host", "Tags", "ServiceInput", "Service", "Error", "DiscoveryRequest", "Client", "Clients"):
         assert name in spec["definitions"], name
     assert spec["definitions"]["Host"]["properties"]["port"]["example"] == 8001
     assert spec["definitions"]["Host"]["properties"]["expires_in"]["readOnly"] is True

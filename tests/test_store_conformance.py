@@ -1,11 +1,13 @@
 """The contract every store backend keeps; the `store` fixture runs it against each of them."""
 
 import threading
+import time
 
 import pytest
 
 from eds_server.model import Host, LimitExceeded, NotFound, PreconditionFailed, Service, parse_host
 from eds_server.registry import Limits, Registry
+from eds_server.store import ClientRow, open_store
 from eds_server.xds import version_of
 
 
@@ -120,6 +122,69 @@ def test_concurrent_updates_lose_nothing(store):
     for t in threads:
         t.join()
     assert len(store.get("svc").hosts) == 200
+
+
+def test_size_counts_services_and_hosts(store):
+    assert store.size() == (0, 0)
+    put(store, "a", host("10.0.0.1"), host("10.0.0.2"))
+    put(store, "b")
+    put(store, "c", host("10.0.0.3"))
+    assert store.size() == (3, 3)
+
+
+def client_row(node="envoy-1", name="web", last_poll=100.0, polls=1, **fields):
+    values = dict(
+        cluster="edge",
+        envoy_version="1.40.0",
+        resource_names=(name,),
+        api="v3",
+        version_held=None,
+        rejected_polls=0,
+    )
+    values.update(fields)
+    return ClientRow(node_id=node, resource_name=name, last_poll=last_poll, polls=polls, **values)
+
+
+def test_client_rows_add_up_polls_and_keep_the_latest_poll(store):
+    assert store.clients() == []
+    # Two workers report the same node: their poll counts add up, the latest poll's fields win,
+    # whichever order the batches arrive in.
+    store.record_clients([client_row(last_poll=105.0, polls=3, version_held="v2")], forget_before=0)
+    store.record_clients([client_row(last_poll=101.0, polls=2, version_held="v1", rejected_polls=4)], forget_before=0)
+    store.record_clients([client_row(node="envoy-2", last_poll=102.0, resource_names=("web", "api"))], forget_before=0)
+    assert store.clients() == [
+        client_row(last_poll=105.0, polls=5, version_held="v2"),
+        client_row(node="envoy-2", last_poll=102.0, resource_names=("web", "api")),
+    ]
+
+
+def test_client_rows_not_seen_for_long_are_forgotten(store):
+    store.record_clients([client_row(node="old", last_poll=10.0), client_row(node="new", last_poll=50.0)], 0)
+    store.record_clients([client_row(node="newer", last_poll=60.0)], forget_before=20.0)
+    assert [row.node_id for row in store.clients()] == ["new", "newer"]
+
+
+def same_data_elsewhere(store):
+    """Another store object on the same data, as another worker would open it (memory:// has none;
+    a Redis store hears its own writes the way it hears every other replica's)."""
+    path = getattr(store, "path", None)
+    return open_store(f"sqlite:///{path}", version_of) if path else store
+
+
+def test_wait_for_change_wakes_for_a_write_from_another_connection(store, tmp_path):
+    store.wait_for_change(0.05)  # the first call may report what happened before it (allowed)
+    assert store.wait_for_change(0.05) is False  # nothing written since: it times out
+    other = same_data_elsewhere(store)
+    woke = []
+    waiter = threading.Thread(target=lambda: woke.append(store.wait_for_change(5)))
+    waiter.start()
+    time.sleep(0.05)
+    put(other, "svc", host("10.0.0.1"))
+    waiter.join(6)
+    assert woke == [True]
+    assert store.wait_for_change(0.05) is False  # that change was reported once
+    put(other, "svc", host("10.0.0.2"))  # a change between two waits is not lost
+    assert store.wait_for_change(5) is True
 
 
 def test_count_follows_creates_and_deletes(store):

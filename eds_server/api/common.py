@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from typing import Any
 
 from flask import Flask, current_app, request
@@ -19,6 +20,9 @@ from ..model import (
     RegistryError,
 )
 from ..store import CommitOutcomeUnknown, StoreUnavailable
+
+log = logging.getLogger("eds_server.http")
+refusals = logging.getLogger("eds_server.refusals")
 
 # Shared by every namespace's documentation: the error body, and the refusals any call may get.
 error_model = Model(
@@ -44,6 +48,11 @@ def nullable(field: fields.Raw) -> fields.Raw:
     return field
 
 
+# Calls the token check (api/auth.py) may refuse document these.
+AUTH_RESPONSES = {
+    401: ("no bearer token, and this call needs one (WWW-Authenticate: Bearer)", error_model),
+    403: ("the bearer token is not accepted for this call", error_model),
+}
 TOO_LARGE = (413, "the request body is over max_body_bytes; nothing was changed", error_model)
 
 STATUS_OF = {
@@ -94,40 +103,57 @@ def registry():
     return current_app.extensions["eds"].registry
 
 
-def _too_large_message() -> str:
-    limit = current_app.config["MAX_CONTENT_LENGTH"]
+def too_large_message(limit: int) -> str:
     return (
         f"request body is larger than {limit} bytes, the limit of this server "
         "(setting max_body_bytes, EDS_MAX_BODY_BYTES); nothing was changed"
     )
 
 
+def error_body(error: RegistryError) -> dict[str, Any]:
+    """The JSON of a refusal: the message, and for invalid input each problem's field, value and rule."""
+    body: dict[str, Any] = {"message": error.message}
+    if isinstance(error, InvalidInput):
+        body["errors"] = [p.as_dict() for p in error.problems]
+    return body
+
+
+def status_of(error: RegistryError) -> int:
+    return STATUS_OF.get(type(error), 400)
+
+
+def log_refusal(method: str, path: str, reason: str) -> None:
+    refusals.info("refused %s %s: %s", method, path, reason)
+
+
 def register_error_handlers(app: Flask, api: Api) -> None:
     # Outside restx's routes (unknown URLs, wrong methods) Flask would answer HTML.
     @app.errorhandler(HTTPException)
     def http_error(error: HTTPException):
-        message = _too_large_message() if isinstance(error, RequestEntityTooLarge) else error.description
+        limit = current_app.config["MAX_CONTENT_LENGTH"]
+        message = too_large_message(limit) if isinstance(error, RequestEntityTooLarge) else error.description
         return {"message": message}, error.code
 
     @api.errorhandler(RequestEntityTooLarge)
     def too_large(error: RequestEntityTooLarge):
         """413: the request body is over the configured size limit."""
-        current_app.logger.info("refused %s %s: body over the size limit", request.method, request.path)
-        return {"message": _too_large_message()}, 413
+        log_refusal(request.method, request.path, "body over the size limit")
+        return {"message": too_large_message(current_app.config["MAX_CONTENT_LENGTH"])}, 413
 
     @api.errorhandler(RegistryError)
     def registry_error(error: RegistryError):
         """400, 404, 409 or 412: the input, the service or the precondition, named in the message."""
-        body: dict[str, Any] = {"message": error.message}
-        if isinstance(error, InvalidInput):
-            body["errors"] = [p.as_dict() for p in error.problems]
-        current_app.logger.info("refused %s %s: %s", request.method, request.path, error.message)
-        return body, STATUS_OF.get(type(error), 400)
+        log_refusal(request.method, request.path, error.message)
+        return error_body(error), status_of(error)
 
     @api.errorhandler(StoreUnavailable)
     def store_unavailable(error: StoreUnavailable):
         """503: the registry store cannot be reached; nothing was changed."""
-        current_app.logger.warning("store unavailable on %s %s: %s", request.method, request.path, error)
-        if isinstance(error, CommitOutcomeUnknown):
-            return {"message": f"the registry store is unavailable: {error}"}, 503
-        return {"message": f"the registry store is unavailable, nothing was changed: {error}"}, 503
+        log.warning("store unavailable on %s %s: %s", request.method, request.path, error)
+        return {"message": store_unavailable_message(error)}, 503
+
+
+def store_unavailable_message(error: StoreUnavailable) -> str:
+    if isinstance(error, CommitOutcomeUnknown):
+        return f"the registry store is unavailable: {error}"
+    return f"the registry store is unavailable, nothing was changed: {error}"

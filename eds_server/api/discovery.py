@@ -1,20 +1,139 @@
-"""The discovery calls Envoy makes: REST EDS v3 and v2, and the v1 SDS registration call."""
+"""The discovery calls Envoy makes: REST EDS v3 and v2, and the v1 SDS registration call.
+
+Envoy's polls are the hot path, so `PollRoutes` answers them as plain WSGI in
+front of Flask: a poll costs what a bare WSGI route costs plus the body parse
+and one version read, not a Flask request context, routing and response
+object (which together cost more than the rest of the poll, see
+docs/PERFORMANCE.md). The flask-restx resources below document the same two
+routes in Swagger and answer through the same `PollRoutes.respond`.
+"""
 
 from __future__ import annotations
 
 import logging
+from http import HTTPStatus
+from time import perf_counter
 
+import orjson
 from flask import Response, current_app, request
 from flask_restx import Namespace, Resource, fields
 
-from ..model import NAME_PATTERN, validate_name
+from ..model import NAME_PATTERN, InvalidInput, Problem, RegistryError, validate_name
+from ..store import StoreUnavailable
 from ..xds.discovery import MAX_RESOURCE_NAMES, parse_request
 from ..xds.render import TYPE_URLS, V2, V3, v1_registration
-from .common import TOO_LARGE, error_model
+from .common import (
+    TOO_LARGE,
+    error_body,
+    error_model,
+    log_refusal,
+    status_of,
+    store_unavailable_message,
+    too_large_message,
+)
 
 ns = Namespace("discovery", description="What Envoy polls (REST-JSON xDS)", path="/")
 log = logging.getLogger("eds_server.discovery")
 ns.add_model(error_model.name, error_model)
+
+POLL_PATHS = {"/v3/discovery:endpoints": V3, "/v2/discovery:endpoints": V2}
+JSON_HEADERS = [("Content-Type", "application/json")]
+
+
+STATUS_LINES = {status.value: f"{status.value} {status.phrase}" for status in HTTPStatus}
+
+
+class BodyTooLarge(Exception):
+    pass
+
+
+def read_body(environ: dict, limit: int) -> bytes:
+    """The request body, refusing one over `limit` bytes before reading it."""
+    stream = environ["wsgi.input"]
+    declared = environ.get("CONTENT_LENGTH")
+    if declared:
+        try:
+            length = int(declared)
+        except ValueError:
+            raise InvalidInput([Problem("Content-Length", declared, "must be a number of bytes")]) from None
+        if length > limit:
+            raise BodyTooLarge()
+        return stream.read(length)
+    body = stream.read(limit + 1)
+    if len(body) > limit:
+        raise BodyTooLarge()
+    return body
+
+
+class PollRoutes:
+    """WSGI middleware: POSTs to the discovery paths are answered here, everything else goes on to Flask."""
+
+    def __init__(self, app, services):
+        self.app = app
+        self.services = services
+        self.max_body_bytes = services.settings.max_body_bytes
+        self.max_hold = services.settings.long_poll_max_hold
+        self.hold_margin = services.settings.long_poll_margin
+
+    def __call__(self, environ, start_response):
+        api = POLL_PATHS.get(environ.get("PATH_INFO", ""))
+        if api is None or environ.get("REQUEST_METHOD") != "POST":
+            return self.app(environ, start_response)
+        status, headers, body = self.respond(api, environ)
+        start_response(status, headers)
+        return [body]
+
+    def respond(self, api: str, environ: dict) -> tuple[str, list[tuple[str, str]], bytes]:
+        """One poll: (status line, headers, body). Bad input is a JSON 4xx, never a 500."""
+        started = perf_counter()
+        services = self.services
+        try:
+            poll = parse_request(api, read_body(environ, self.max_body_bytes))
+            # gunicorn's access log line carries the node (see logs.py).
+            environ["eds.node"] = poll.node_id
+            answer = services.discovery.answer(poll, self.hold_for(environ), services.clients.sent_version(poll))
+            services.clients.saw(poll, answer)
+            status, body = answer.status, answer.body
+            # An explicit length spares both sides chunked framing.
+            headers = [*JSON_HEADERS, ("Content-Length", str(len(body)))] if status == 200 else []
+        except RegistryError as error:
+            status, headers, body = self._refuse(environ, status_of(error), error.message, error_body(error))
+        except BodyTooLarge:
+            message = too_large_message(self.max_body_bytes)
+            # The unread body is not worth reading to keep the connection.
+            status, headers, body = self._refuse(environ, 413, "body over the size limit", {"message": message})
+            headers = [*headers, ("Connection", "close")]
+        except StoreUnavailable as error:
+            log.warning("store unavailable on poll: %s", error)
+            status, headers, body = 503, JSON_HEADERS, orjson.dumps({"message": store_unavailable_message(error)})
+        services.metrics.poll_answered(api, status, started, answer.held if status < 400 else 0.0)
+        return STATUS_LINES[status], headers, body
+
+    def hold_for(self, environ: dict) -> float:
+        """Seconds this poll may be held: never longer than the client said it waits, minus a margin.
+
+        Envoy announces its request_timeout in x-envoy-expected-rq-timeout-ms on
+        every poll; a client without it (curl, a load generator) is never held.
+        """
+        announced = environ.get("HTTP_X_ENVOY_EXPECTED_RQ_TIMEOUT_MS")
+        if not announced or not self.max_hold:
+            return 0.0
+        try:
+            waits = int(announced) / 1000
+        except ValueError:
+            return 0.0
+        return max(0.0, min(self.max_hold, waits - self.hold_margin))
+
+    @staticmethod
+    def _refuse(environ: dict, status: int, reason: str, body: dict) -> tuple[int, list, bytes]:
+        log_refusal(environ["REQUEST_METHOD"], environ["PATH_INFO"], reason)
+        return status, JSON_HEADERS, orjson.dumps(body)
+
+
+def _answer_in_flask(api: str) -> Response:
+    status, headers, body = current_app.extensions["eds"].polls.respond(api, request.environ)
+    return Response(body, status=int(status[:3]), headers=headers)
+
 
 node_model = ns.model(
     "Node",
@@ -61,24 +180,6 @@ v1_model = ns.model("RegistrationV1", {"hosts": fields.List(fields.Nested(v1_hos
 BAD_REQUEST = (400, "not a DiscoveryRequest: the field and the rule are named", error_model)
 
 
-def poll(api: str) -> Response:
-    discovery = current_app.extensions["eds"].discovery
-    poll_request = parse_request(api, request.get_data(cache=False))
-    answer = discovery.answer(poll_request)
-    log.debug(
-        "poll api=%s node=%s names=%s held=%s status=%s version=%s",
-        api,
-        poll_request.node_id,
-        ",".join(poll_request.names),
-        poll_request.version_info,
-        answer.status,
-        answer.version,
-    )
-    if answer.status == 304:
-        return Response(status=304)
-    return Response(answer.body, status=200, content_type="application/json")
-
-
 @ns.route("/v3/discovery:endpoints")
 class DiscoveryV3(Resource):
     @ns.doc("discovery_v3")
@@ -89,7 +190,7 @@ class DiscoveryV3(Resource):
     @ns.response(*TOO_LARGE)
     def post(self):
         """Envoy's REST EDS poll (api_type: REST, transport_api_version: V3)."""
-        return poll(V3)
+        return _answer_in_flask(V3)
 
 
 @ns.route("/v2/discovery:endpoints")
@@ -102,7 +203,7 @@ class DiscoveryV2(Resource):
     @ns.response(*TOO_LARGE)
     def post(self):
         """The same poll for legacy Envoys (1.17 and older); Envoy 1.40 never calls it."""
-        return poll(V2)
+        return _answer_in_flask(V2)
 
 
 @ns.route("/v1/registration/<string:name>")

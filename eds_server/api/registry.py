@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from flask import Response, request, url_for
+from time import perf_counter
+
+from flask import Flask, Response, current_app, g, request, url_for
 from flask_restx import Namespace, Resource, fields
 
 from ..model import (
@@ -29,7 +31,7 @@ from ..seed import export
 from ..store import Change
 from ..xds import version_of
 from .auth import READ_SECURITY, WRITE_SECURITY
-from .common import TOO_LARGE, caller, error_model, nullable, read_json, registry
+from .common import AUTH_RESPONSES, TOO_LARGE, caller, error_model, nullable, read_json, registry
 
 ns = Namespace("edsservice", description="Services and their upstream hosts", path="/edsservice")
 
@@ -136,14 +138,36 @@ service_output = ns.inherit(
     },
 )
 
-# Every call here may be refused by the token check (api/auth.py).
-AUTH_RESPONSES = {
-    401: ("no bearer token, and this call needs one (WWW-Authenticate: Bearer)", error_model),
-    403: ("the bearer token is not accepted for this call", error_model),
-}
 NAME_DOC = "service name: 1-128 characters of A-Z a-z 0-9 . _ -"
 NAME_PARAM = {"description": NAME_DOC, "pattern": NAME_PATTERN.pattern}
 IF_MATCH_DOC = {"If-Match": {"description": "ETag read earlier; 412 when the service changed since", "in": "header"}}
+
+
+# (method, route) -> the operation's name, as in the registry's change log and the metrics.
+WRITE_OPERATIONS = {
+    ("POST", "/edsservice/<string:name>"): "create",
+    ("PUT", "/edsservice/<string:name>"): "replace",
+    ("DELETE", "/edsservice/<string:name>"): "delete",
+    ("POST", "/edsservice/<string:name>/hosts"): "upsert-host",
+    ("PATCH", "/edsservice/<string:name>/hosts/<string:endpoint>"): "patch-host",
+    ("DELETE", "/edsservice/<string:name>/hosts/<string:endpoint>"): "delete-host",
+}
+
+
+def measure_writes(app: Flask) -> None:
+    """Count and time every write, whatever its outcome (refusals included)."""
+
+    @app.before_request
+    def start_clock():
+        g.started = perf_counter()
+
+    @app.after_request
+    def count_write(response):
+        rule = request.url_rule
+        operation = WRITE_OPERATIONS.get((request.method, rule.rule if rule else None))
+        if operation is not None:
+            current_app.extensions["eds"].metrics.write_answered(operation, response.status_code, g.started)
+        return response
 
 
 def service_body(service: Service, version: str | None = None) -> dict:

@@ -5,13 +5,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from urllib.parse import urlsplit
 
-from .base import Change, CommitOutcomeUnknown, Store, StoreUnavailable, VersionOf
+from .base import Change, ClientRow, CommitOutcomeUnknown, Store, StoreUnavailable, VersionOf
 from .memory import MemoryStore
 from .redis import RedisStore, check_url
 from .sqlite import SqliteStore
 
 __all__ = [
     "Change",
+    "ClientRow",
     "CommitOutcomeUnknown",
     "MemoryStore",
     "RedisStore",

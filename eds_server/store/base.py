@@ -12,6 +12,7 @@ of it as a pure function of the current service.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from abc import ABC, abstractmethod
@@ -42,6 +43,39 @@ class Change:
         return self.version_before != self.version_after
 
 
+@dataclass(frozen=True)
+class ClientRow:
+    """What one worker saw of one Envoy node polling for one resource name (the clients view).
+
+    Workers keep these in memory and hand them to `Store.record_clients` in
+    batches, so a poll never costs a store write.
+    """
+
+    node_id: str
+    resource_name: str
+    cluster: str
+    envoy_version: str
+    resource_names: tuple[str, ...]
+    api: str
+    version_held: str | None  # the version_info of the node's latest poll
+    last_poll: float  # epoch seconds
+    polls: int  # in `record_clients`: polls since the worker's previous batch; in `clients`: the total
+    # Consecutive polls that still reported another version after the node had
+    # been sent a newer one: REST has no NACK, so this is how a rejection shows.
+    rejected_polls: int
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.node_id, self.resource_name)
+
+    def merged_into(self, earlier: ClientRow | None) -> ClientRow:
+        """This batch's row on top of what was recorded: polls add up, the latest poll's fields win."""
+        if earlier is None:
+            return self
+        latest = self if self.last_poll >= earlier.last_poll else earlier
+        return dataclasses.replace(latest, polls=earlier.polls + self.polls)
+
+
 class StoreUnavailable(Exception):
     """The store cannot be reached; nothing was changed."""
 
@@ -57,6 +91,17 @@ def dump_service(service: Service) -> str:
 
 def load_service(text: str) -> Service:
     return Service.from_record(json.loads(text))
+
+
+def dump_client(row: ClientRow) -> str:
+    """The stored form of a clients-view row (JSON text), as every backend keeps it."""
+    return json.dumps(dataclasses.asdict(row), separators=(",", ":"))
+
+
+def load_client(text: str) -> ClientRow:
+    fields = json.loads(text)
+    fields["resource_names"] = tuple(fields["resource_names"])
+    return ClientRow(**fields)
 
 
 class Store(ABC):
@@ -92,6 +137,37 @@ class Store(ABC):
     @abstractmethod
     def ping(self) -> None:
         """Raise StoreUnavailable when the store cannot serve."""
+
+    def size(self) -> tuple[int, int]:
+        """(services, hosts) in the registry, for the metrics."""
+        services = self.services()
+        return len(services), sum(len(s.hosts) for s in services)
+
+    # -- the clients view: what Envoy nodes poll and hold ------------------
+    @abstractmethod
+    def record_clients(self, rows: list[ClientRow], forget_before: float) -> None:
+        """Merge a batch of rows from one worker, keyed by (node_id, resource_name).
+
+        `polls` adds up across batches and workers; every other field comes
+        from whichever row has the latest `last_poll`. Rows last polled before
+        `forget_before` are dropped.
+        """
+
+    @abstractmethod
+    def clients(self) -> list[ClientRow]:
+        """Every recorded row, ordered by (node_id, resource_name)."""
+
+    # -- change notification: what wakes held polls ----------------------------
+    @abstractmethod
+    def wait_for_change(self, timeout: float) -> bool:
+        """Block until a write may have changed a service since this store object's previous call (True),
+        or until `timeout` seconds pass (False).
+
+        One caller per store object: the worker's hold watcher, which then
+        re-reads the versions of the services it holds polls for. Waking for a
+        write that changed nothing a poll sees is allowed; sleeping through a
+        change is not, whichever worker, replica or sweeper wrote it.
+        """
 
     def close(self) -> None:  # noqa: B027  (a store without connections has nothing to release)
         """Release connections."""

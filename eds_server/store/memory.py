@@ -6,7 +6,7 @@ import threading
 from collections.abc import Callable
 
 from ..model import Service
-from .base import Change, Store
+from .base import Change, ClientRow, Store
 
 
 class MemoryStore(Store):
@@ -14,6 +14,13 @@ class MemoryStore(Store):
         super().__init__(*args, **kwargs)
         self._lock = threading.Lock()
         self._services: dict[str, tuple[Service, str]] = {}
+        self._clients: dict[tuple[str, str], ClientRow] = {}
+        # Made by the first wait_for_change, in the process (and under the
+        # threading of the worker: gevent) that waits; gunicorn workers inherit
+        # this store from the master.
+        self._changes: threading.Condition | None = None
+        self._generation = 0  # writes so far
+        self._generation_seen = 0  # by the previous wait_for_change
 
     def get(self, name: str) -> Service | None:
         entry = self._services.get(name)
@@ -39,6 +46,17 @@ class MemoryStore(Store):
                 if service.next_expiry is not None and service.next_expiry <= now
             ]
 
+    def record_clients(self, rows: list[ClientRow], forget_before: float) -> None:
+        with self._lock:
+            for row in rows:
+                self._clients[row.key] = row.merged_into(self._clients.get(row.key))
+            for key in [k for k, row in self._clients.items() if row.last_poll < forget_before]:
+                del self._clients[key]
+
+    def clients(self) -> list[ClientRow]:
+        with self._lock:
+            return [self._clients[key] for key in sorted(self._clients)]
+
     def ping(self) -> None:
         """Always reachable: it lives in this process."""
 
@@ -52,4 +70,18 @@ class MemoryStore(Store):
                 del self._services[name]
             else:
                 self._services[name] = (after, version_after)
-            return Change(name, current, after, version_before, version_after)
+            self._generation += 1
+        changes = self._changes
+        if changes is not None:
+            with changes:
+                changes.notify_all()
+        return Change(name, current, after, version_before, version_after)
+
+    def wait_for_change(self, timeout: float) -> bool:
+        if self._changes is None:
+            self._changes = threading.Condition()
+        with self._changes:
+            seen = self._generation_seen
+            changed = self._changes.wait_for(lambda: self._generation != seen, timeout)
+            self._generation_seen = self._generation
+            return changed

@@ -30,6 +30,7 @@ delays one poll per worker and second, not every poll.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import threading
@@ -44,13 +45,26 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from ..model import Service
-from .base import Change, CommitOutcomeUnknown, Store, StoreUnavailable, dump_service, load_service
+from .base import (
+    Change,
+    ClientRow,
+    CommitOutcomeUnknown,
+    Store,
+    StoreUnavailable,
+    dump_client,
+    dump_service,
+    load_client,
+    load_service,
+)
 
 log = logging.getLogger("eds_server.store.redis")
 
 PREFIX = "eds:"
 NAMES = PREFIX + "names"
 DEADLINES = PREFIX + "deadlines"
+# The clients view: hash of JSON [node id, resource name] -> row, and when each row last polled.
+CLIENTS = PREFIX + "clients"
+CLIENTS_SEEN = PREFIX + "clients:seen"
 # Pub/sub channels are not per database: the channel names the database.
 CHANGES = PREFIX + "changes:{db}"
 # Defaults a URL may override (`?socket_timeout=5`): short, because a poll
@@ -134,6 +148,11 @@ class RedisStore(Store):
         self._closed = threading.Event()
         self._follow_lock = threading.Lock()
         self._followed_in: int | None = None  # the process whose follower thread runs
+        # Changes followed so far, and by the previous wait_for_change; the
+        # condition is made with each follower, in the process that follows.
+        self._generation = 0
+        self._generation_seen = 0
+        self._changed = threading.Condition()
         # The pipeline of the write step running in this thread, if any: count() reads through it.
         self._step = threading.local()
         self._follow_here()
@@ -241,6 +260,7 @@ class RedisStore(Store):
             if self._followed_in == os.getpid() and not self._closed.is_set():
                 return
             self._closed, first_try_done = threading.Event(), threading.Event()
+            self._changed = threading.Condition()
             self._followed_in = os.getpid()
             threading.Thread(
                 target=self._follow, args=(self._closed, first_try_done), name="eds-redis-follower", daemon=True
@@ -258,11 +278,13 @@ class RedisStore(Store):
                     self._resync.clear()
                     # Subscribed before loading: a change made meanwhile is read again after.
                     self._mirror = self._load_all()
+                    self._note_change()  # what changed while nobody followed is in that load
                     first_try_done.set()
                     while not closed.is_set() and not self._resync.is_set():
                         message = pubsub.get_message(timeout=FOLLOWER_TICK)
                         if message is not None and message["type"] == "message":
                             self._load_one(message["data"])
+                            self._note_change()
             except redis.RedisError as error:
                 if not closed.is_set():
                     self._lost(error)
@@ -272,6 +294,57 @@ class RedisStore(Store):
                 continue  # asked to load everything again
             first_try_done.set()
             closed.wait(RESUBSCRIBE_AFTER)
+
+    def _note_change(self) -> None:
+        with self._changed:
+            self._generation += 1
+            self._changed.notify_all()
+
+    def wait_for_change(self, timeout: float) -> bool:
+        """Woken by the follower, which hears every write of every replica on the changes channel."""
+        self._follow_here()
+        with self._changed:
+            seen = self._generation_seen
+            changed = self._changed.wait_for(lambda: self._generation != seen, timeout)
+            self._generation_seen = self._generation
+            return changed
+
+    # -- the clients view ------------------------------------------------------
+    def record_clients(self, rows: list[ClientRow], forget_before: float) -> None:
+        fields = [json.dumps(row.key) for row in rows]
+        give_up_at = time.monotonic() + COMMIT_PATIENCE
+        with self._redis.pipeline() as pipe:
+            while True:
+                try:
+                    pipe.watch(CLIENTS)
+                    found = pipe.hmget(CLIENTS, fields) if fields else []
+                    old = pipe.zrangebyscore(CLIENTS_SEEN, "-inf", f"({forget_before}")
+                except redis.RedisError as error:
+                    raise self._lost(error) from error
+                merged = {
+                    field: row.merged_into(None if text is None else load_client(text))
+                    for field, row, text in zip(fields, rows, found, strict=True)
+                }
+                gone = [field for field in old if field not in merged]
+                pipe.multi()
+                if merged:
+                    pipe.hset(CLIENTS, mapping={field: dump_client(row) for field, row in merged.items()})
+                    pipe.zadd(CLIENTS_SEEN, {field: row.last_poll for field, row in merged.items()})
+                if gone:
+                    pipe.hdel(CLIENTS, *gone)
+                    pipe.zrem(CLIENTS_SEEN, *gone)
+                try:
+                    pipe.execute()
+                    return
+                except redis.WatchError:
+                    if time.monotonic() > give_up_at:
+                        raise StoreUnavailable(f"{self.where}: the clients view kept changing; batch dropped") from None
+                except redis.RedisError as error:
+                    raise self._lost(error) from error
+
+    def clients(self) -> list[ClientRow]:
+        rows = self._read(lambda: self._redis.hgetall(CLIENTS))
+        return [load_client(rows[field]) for field in sorted(rows, key=json.loads)]
 
     def _load_all(self) -> dict[str, tuple[str, str]]:
         """name -> (record, version) of every service, in name order (a service deleted meanwhile is left out)."""

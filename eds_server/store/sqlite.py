@@ -10,10 +10,12 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 from ..model import Service
-from .base import Change, Store, StoreUnavailable, dump_service, load_service
+from .base import Change, ClientRow, Store, StoreUnavailable, dump_client, dump_service, load_client, load_service
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS services (
@@ -23,8 +25,19 @@ CREATE TABLE IF NOT EXISTS services (
     next_expiry REAL
 );
 CREATE INDEX IF NOT EXISTS services_next_expiry ON services (next_expiry) WHERE next_expiry IS NOT NULL;
+CREATE TABLE IF NOT EXISTS clients (
+    node_id       TEXT NOT NULL,
+    resource_name TEXT NOT NULL,
+    last_poll     REAL NOT NULL,
+    record        TEXT NOT NULL,
+    PRIMARY KEY (node_id, resource_name)
+);
 """
 BUSY_TIMEOUT_SECONDS = 30
+# How often a waiting watcher asks SQLite whether any connection committed:
+# one `PRAGMA data_version` (a few microseconds) per interval and worker,
+# shared by every held poll; a change reaches held polls within this.
+CHANGE_CHECK_INTERVAL = 0.01
 
 
 class SqliteStore(Store):
@@ -33,72 +46,134 @@ class SqliteStore(Store):
         self.path = path
         directory = os.path.dirname(os.path.abspath(path))
         os.makedirs(directory, exist_ok=True)
-        # One connection per thread: sqlite3 connections must not be shared
-        # across threads mid-transaction (gthread workers serve many at once).
-        self._local = threading.local()
+        # A pool rather than one connection per thread: under gevent "threads"
+        # are greenlets, and thousands of held polls must not each keep a
+        # connection. A connection serves one step at a time; steps never
+        # yield to another greenlet, so the pool stays as small as the number
+        # of real threads that use the store at once. (list.pop and append
+        # are atomic: the pool needs no lock.)
+        self._idle: list[sqlite3.Connection] = []
+        # data_version counts commits by *other* connections, so the watcher
+        # has a connection of its own that never writes.
+        self._watch_conn: sqlite3.Connection | None = None
+        self._data_version_seen: int | None = None
+        self._watch_lock = threading.Lock()  # close() must not pull the connection from under a check
         with self._connection() as conn:
             conn.executescript(SCHEMA)
 
-    def _connection(self) -> sqlite3.Connection:
-        conn = getattr(self._local, "conn", None)
-        if conn is None:
-            try:
-                conn = sqlite3.connect(
-                    self.path, timeout=BUSY_TIMEOUT_SECONDS, isolation_level=None, check_same_thread=False
-                )
-                conn.execute("PRAGMA journal_mode=WAL")
-                conn.execute("PRAGMA synchronous=FULL")
-            except sqlite3.Error as error:
-                raise StoreUnavailable(f"cannot open sqlite store {self.path}: {error}") from error
-            self._local.conn = conn
+    def _connect(self) -> sqlite3.Connection:
+        try:
+            conn = sqlite3.connect(
+                self.path, timeout=BUSY_TIMEOUT_SECONDS, isolation_level=None, check_same_thread=False
+            )
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=FULL")
+        except sqlite3.Error as error:
+            raise StoreUnavailable(f"cannot open sqlite store {self.path}: {error}") from error
         return conn
 
+    def _take(self) -> sqlite3.Connection:
+        try:
+            return self._idle.pop()
+        except IndexError:
+            return self._connect()
+
+    @contextmanager
+    def _connection(self) -> Iterator[sqlite3.Connection]:
+        conn = self._take()
+        try:
+            yield conn
+        finally:
+            self._idle.append(conn)
+
+    def _fetch(self, sql: str, args: tuple = ()) -> list[tuple]:
+        with self._connection() as conn:
+            return conn.execute(sql, args).fetchall()
+
     def get(self, name: str) -> Service | None:
-        row = self._connection().execute("SELECT record FROM services WHERE name = ?", (name,)).fetchone()
-        return load_service(row[0]) if row else None
+        rows = self._fetch("SELECT record FROM services WHERE name = ?", (name,))
+        return load_service(rows[0][0]) if rows else None
 
     def services(self) -> list[Service]:
-        rows = self._connection().execute("SELECT record FROM services ORDER BY name").fetchall()
-        return [load_service(row[0]) for row in rows]
+        return [load_service(row[0]) for row in self._fetch("SELECT record FROM services ORDER BY name")]
 
     def version(self, name: str) -> str | None:
-        row = self._connection().execute("SELECT version FROM services WHERE name = ?", (name,)).fetchone()
+        conn = self._take()  # the poll path: no context manager
+        try:
+            row = conn.execute("SELECT version FROM services WHERE name = ?", (name,)).fetchone()
+        finally:
+            self._idle.append(conn)
         return row[0] if row else None
 
     def count(self) -> int:
-        # The thread's own connection: inside `_atomically` this is the write transaction.
-        return self._connection().execute("SELECT COUNT(*) FROM services").fetchone()[0]
+        # Inside `_atomically` the write transaction holds the write lock (BEGIN
+        # IMMEDIATE), so the committed count any connection reads is the one the step sees.
+        return self._fetch("SELECT COUNT(*) FROM services")[0][0]
+
+    def size(self) -> tuple[int, int]:
+        [(services, hosts)] = self._fetch(
+            "SELECT count(*), coalesce(sum(json_array_length(record, '$.hosts')), 0) FROM services"
+        )
+        return services, hosts
 
     def due_for_expiry(self, now: float) -> list[str]:
-        rows = (
-            self._connection()
-            .execute("SELECT name FROM services WHERE next_expiry IS NOT NULL AND next_expiry <= ?", (now,))
-            .fetchall()
-        )
+        rows = self._fetch("SELECT name FROM services WHERE next_expiry IS NOT NULL AND next_expiry <= ?", (now,))
         return [row[0] for row in rows]
 
     def ping(self) -> None:
         try:
-            self._connection().execute("SELECT 1 FROM services LIMIT 1").fetchall()
+            self._fetch("SELECT 1 FROM services LIMIT 1")
         except sqlite3.Error as error:
             raise StoreUnavailable(f"sqlite store {self.path}: {error}") from error
 
+    def _data_version(self) -> int:
+        with self._watch_lock:
+            if self._watch_conn is None:
+                self._watch_conn = self._connect()
+            try:
+                return self._watch_conn.execute("PRAGMA data_version").fetchone()[0]
+            except sqlite3.Error as error:
+                raise StoreUnavailable(f"sqlite store {self.path}: {error}") from error
+
+    def wait_for_change(self, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while True:
+            data_version = self._data_version()
+            seen, self._data_version_seen = self._data_version_seen, data_version
+            if seen is not None and data_version != seen:
+                return True
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            time.sleep(min(CHANGE_CHECK_INTERVAL, left))
+
     def close(self) -> None:
-        conn = getattr(self._local, "conn", None)
-        if conn is not None:
+        idle, self._idle = self._idle, []
+        with self._watch_lock:
+            if self._watch_conn is not None:
+                idle.append(self._watch_conn)
+                self._watch_conn, self._data_version_seen = None, None
+        for conn in idle:
             conn.close()
-            self._local.conn = None
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        with self._connection() as conn:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
 
     def _atomically(self, name: str, step: Callable) -> Change:
-        conn = self._connection()
-        conn.execute("BEGIN IMMEDIATE")
-        try:
+        with self._transaction() as conn:
             row = conn.execute("SELECT record, version FROM services WHERE name = ?", (name,)).fetchone()
             current = load_service(row[0]) if row else None
             version_before = row[1] if row else None
             after, version_after = step(current)
             if after is current:
-                conn.execute("ROLLBACK")
                 return Change(name, current, current, version_before, version_before)
             if after is None:
                 conn.execute("DELETE FROM services WHERE name = ?", (name,))
@@ -109,8 +184,22 @@ class SqliteStore(Store):
                     "next_expiry = excluded.next_expiry",
                     (name, dump_service(after), version_after, after.next_expiry),
                 )
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
         return Change(name, current, after, version_before, version_after)
+
+    def record_clients(self, rows: list[ClientRow], forget_before: float) -> None:
+        with self._transaction() as conn:
+            for row in rows:
+                found = conn.execute(
+                    "SELECT record FROM clients WHERE node_id = ? AND resource_name = ?", row.key
+                ).fetchone()
+                merged = row.merged_into(load_client(found[0]) if found else None)
+                conn.execute(
+                    "INSERT OR REPLACE INTO clients (node_id, resource_name, last_poll, record) VALUES (?, ?, ?, ?)",
+                    (*merged.key, merged.last_poll, dump_client(merged)),
+                )
+            conn.execute("DELETE FROM clients WHERE last_poll < ?", (forget_before,))
+
+    def clients(self) -> list[ClientRow]:
+        return [
+            load_client(row[0]) for row in self._fetch("SELECT record FROM clients ORDER BY node_id, resource_name")
+        ]

@@ -45,7 +45,8 @@ def test_deleting_the_service_removes_every_endpoint(envoy, myservice, upstreams
 
 
 def test_time_from_registry_write_to_traffic(server, envoy_for, myservice, upstreams, capsys):
-    envoy = envoy_for(server, refresh_delay="1s")
+    # The tutorial's plain polling: request_timeout 1s leaves nothing to hold a poll for.
+    envoy = envoy_for(server, refresh_delay="1s", request_timeout="1s")
     latencies = []
     for upstream in (upstreams("alpha"), upstreams("beta"), upstreams("gamma")):
         writing = time.monotonic()
