@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import requests
 import yaml
 
-from .processes import REPO, VENV_BIN, free_port, start, stop, wait_until
+from .processes import REPO, VENV_BIN, Managed, free_port, wait_until
 
 if TYPE_CHECKING:
     from .pki import Pki
@@ -90,7 +90,7 @@ def local_bootstrap(
 
 
 @dataclass
-class Envoy:
+class Envoy(Managed):
     tmp: Path
     bootstrap: dict
     admin_port: int
@@ -110,24 +110,14 @@ class Envoy:
         config.write_text(yaml.safe_dump(self.bootstrap))
         self.log_path = self.tmp / f"envoy-{self.admin_port}.log"
         # --disable-hot-restart: no shared memory segment, so parallel runs never collide.
-        self.process = start(
-            [envoy_binary(), "-c", str(config), "--disable-hot-restart", "-l", "warning"], self.log_path
+        self.launch(
+            [envoy_binary(), "-c", str(config), "--disable-hot-restart", "-l", "warning"],
+            self.log_path,
+            lambda: requests.get(f"{self.admin}/ready", timeout=1).status_code == 200,
+            what="Envoy admin /ready",
+            timeout=30,
         )
-        try:
-            wait_until(
-                lambda: requests.get(f"{self.admin}/ready", timeout=1).status_code == 200,
-                timeout=30,
-                what="Envoy admin /ready",
-            )
-        except TimeoutError:
-            self.stop()
-            raise RuntimeError(f"Envoy did not start; log:\n{self.log_path.read_text()[-4000:]}") from None
         return self
-
-    def stop(self) -> None:
-        if self.process is not None:
-            stop(self.process)
-            self.process = None
 
     def stats(self, prefix: str = f"cluster.{EDS_CLUSTER}.") -> dict[str, int]:
         text = requests.get(f"{self.admin}/stats", params={"filter": f"^{prefix}"}, timeout=5).text
@@ -183,7 +173,7 @@ def start_envoy(tmp: Path, eds_ports: list[int], listener_port: int = 0, admin_p
 
 
 @dataclass
-class Upstream:
+class Upstream(Managed):
     """`scripts/hello_upstream.py`: answers every request with its name."""
 
     name: str
@@ -192,21 +182,14 @@ class Upstream:
     process: Any = None
 
     def start(self) -> Upstream:
-        self.process = start(
+        self.launch(
             [sys.executable, str(REPO / "scripts" / "hello_upstream.py"), self.name, str(self.port)],
             self.tmp / f"upstream-{self.name}.log",
-        )
-        wait_until(
             lambda: requests.get(f"http://127.0.0.1:{self.port}/", timeout=1).ok,
-            timeout=10,
             what=f"upstream {self.name}",
+            timeout=10,
         )
         return self
-
-    def stop(self) -> None:
-        if self.process is not None:
-            stop(self.process)
-            self.process = None
 
     def host(self, **fields: Any) -> dict:
         """This upstream as a registry host object."""

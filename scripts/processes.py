@@ -108,8 +108,36 @@ def survivors(sessions: Iterable[int] | None = None) -> list[int]:
     return sorted(alive)
 
 
+class Managed:
+    """A process owned by these tools: started in a session of its own, ready when a probe says so, stopped by PID."""
+
+    process: subprocess.Popen | None = None
+
+    def launch(
+        self,
+        args: list[str],
+        log_path: Path,
+        ready: Callable[[], object],
+        what: str,
+        timeout: float,
+        env: dict[str, str] | None = None,
+    ) -> None:
+        """Start `args` and wait until `ready()`; when it never is, stop it and raise with the end of its log."""
+        self.process = start(args, log_path, env=env)
+        try:
+            wait_until(ready, timeout=timeout, what=what)
+        except TimeoutError:
+            self.stop()
+            raise RuntimeError(f"{what} not reached; log {log_path}:\n{log_path.read_text()[-4000:]}") from None
+
+    def stop(self, first_signal: int = signal.SIGTERM) -> None:
+        if self.process is not None:
+            stop(self.process, first_signal=first_signal)
+            self.process = None
+
+
 @dataclass
-class EdsServer:
+class EdsServer(Managed):
     """A real `python -m eds_server` (gunicorn) process."""
 
     tmp: Path
@@ -170,23 +198,16 @@ class EdsServer:
             *self._tls_args(),
             *self.extra_args,
         ]
-        self.process = start(args, self.log_path, env=self.env)
         probe = self.url if self.host not in ("::", "0.0.0.0") else f"{self.scheme}://127.0.0.1:{self.port}"
-        try:
-            wait_until(
-                lambda: requests.get(f"{probe}/healthz", timeout=1, **self.client_options).ok,
-                timeout=20,
-                what="eds-server healthz",
-            )
-        except TimeoutError:
-            self.stop()
-            raise RuntimeError(f"eds-server did not start; log:\n{self.log_path.read_text()}") from None
+        self.launch(
+            args,
+            self.log_path,
+            lambda: requests.get(f"{probe}/healthz", timeout=1, **self.client_options).ok,
+            what="eds-server healthz",
+            timeout=20,
+            env=self.env,
+        )
         return self
-
-    def stop(self) -> None:
-        if self.process is not None:
-            stop(self.process)
-            self.process = None
 
     def restart(self) -> EdsServer:
         self.stop()

@@ -12,11 +12,11 @@ from urllib.parse import quote
 
 import redis
 
-from scripts.processes import free_port, start, stop, wait_until
+from scripts.processes import Managed, free_port
 
 
 @dataclass
-class RedisServer:
+class RedisServer(Managed):
     """AOF with `appendfsync always` by default: what the README tells operators to run."""
 
     tmp: Path
@@ -54,22 +54,11 @@ class RedisServer:
             args += ["--port", str(self.port)]
         if self.password:
             args += ["--requirepass", self.password]
-        self.process = start(args, self.tmp / f"redis-{self.port}.log")
-        try:
-            wait_until(lambda: self.client().ping(), timeout=10, what="redis-server PING")
-        except TimeoutError:
-            self.stop()
-            raise RuntimeError(f"redis-server did not start; log:\n{self.log()}") from None
+        self.launch(args, self.tmp / f"redis-{self.port}.log", lambda: self.client().ping(), "redis-server PING", 10)
         return self
 
     def log(self) -> str:
         return (self.tmp / f"redis-{self.port}.log").read_text()
-
-    def stop(self) -> None:
-        """A clean shutdown (SIGTERM: Redis finishes its AOF and exits)."""
-        if self.process is not None:
-            stop(self.process)
-            self.process = None
 
     def pause(self) -> None:
         """SIGSTOP: a Redis that hangs (connections open, no answers) until `resume`."""
@@ -80,6 +69,4 @@ class RedisServer:
 
     def crash(self) -> None:
         """SIGKILL: no chance to flush anything; only what was fsynced survives."""
-        if self.process is not None:
-            stop(self.process, first_signal=signal.SIGKILL)
-            self.process = None
+        self.stop(first_signal=signal.SIGKILL)
