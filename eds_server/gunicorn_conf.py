@@ -9,13 +9,14 @@ with a shutdown that suits Envoy). Measured on the project machine (2 cores,
 wrk on the same cores, the captured 77 KB Envoy poll, 2 workers, one run, the
 machine shared): a bare WSGI app answered ~5,900 polls/s under gevent, ~6,600
 under sync and ~3,500 under gthread (4 threads); on a quiet machine the bare
-app under gevent reached ~10,600/s and eds-server ~6,700/s
-(docs/PERFORMANCE.md). sync cannot hold a poll without blocking its whole
-worker, and gthread holds one poll per thread. Long-poll holds every idle
-Envoy's poll for up to ~25 s: under gevent that is one greenlet each (~18 KB
-measured for 2,000 held polls, ~2% of a core while nothing changes), and one
-write released all 2,000 in ~0.3 s. Nothing on the poll path blocks for long:
-a store read is microseconds, writes are short transactions.
+app under gevent reached 8,400-11,200/s and eds-server 7,000-9,000/s
+up-to-date polls (docs/PERFORMANCE.md). sync cannot hold a poll without
+blocking its whole worker, and gthread holds one poll per thread. Long-poll
+holds every idle Envoy's poll for up to ~25 s: under gevent that is one
+greenlet each (~18 KB measured for 2,000 held polls, 1.4-5% of a core while
+nothing changes, across runs), and one write released all 2,000 in 0.3-0.4 s.
+Nothing on the poll path blocks for long: a store read is microseconds,
+writes are short transactions.
 
 Workers: 2 by default, one per core of the machine this was measured on; every
 worker holds its own share of the Envoys' connections.

@@ -1,6 +1,8 @@
 """Discovery answers, parsed with Envoy's own protos and compared with hand-written expectations (SPEC 5)."""
 
+import gc
 import json
+import weakref
 
 import pytest
 from envoy.api.v2 import discovery_pb2 as discovery_v2
@@ -9,11 +11,15 @@ from envoy.config.endpoint.v3 import endpoint_pb2
 from envoy.service.discovery.v3 import discovery_pb2
 from google.protobuf import json_format
 
+from eds_server.model import InvalidInput
+from eds_server.xds import discovery
+from eds_server.xds.discovery import ParsedPerConnection
+
 V3_TYPE = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment"
 V2_TYPE = "type.googleapis.com/envoy.api.v2.ClusterLoadAssignment"
 
 
-def poll(client, names=("web",), version=None, api="v3", **extra):
+def poll(client, names=("web",), version=None, api="v3", environ_overrides=None, **extra):
     body = {
         "node": {"id": "node-1", "cluster": "edge"},
         "resource_names": list(names),
@@ -22,7 +28,12 @@ def poll(client, names=("web",), version=None, api="v3", **extra):
     }
     if version is not None:
         body["version_info"] = version
-    return client.post(f"/{api}/discovery:endpoints", data=json.dumps(body), content_type="application/json")
+    return client.post(
+        f"/{api}/discovery:endpoints",
+        data=json.dumps(body),
+        content_type="application/json",
+        environ_overrides=environ_overrides,
+    )
 
 
 def parse_v3(response):
@@ -232,6 +243,58 @@ def test_malformed_requests_are_4xx_json(client, body, field):
     response = client.post("/v3/discovery:endpoints", data=body, content_type="application/json")
     assert response.status_code == 400
     assert field in {p["field"] for p in response.get_json()["errors"]}
+    # The same, on a connection whose previous poll was a good one (ParsedPerConnection).
+    connection = {"gunicorn.socket": Connection()}
+    assert poll(client, environ_overrides=connection).status_code == 200
+    response = client.post("/v3/discovery:endpoints", data=body, environ_overrides=connection)
+    assert response.status_code == 400
+    assert field in {p["field"] for p in response.get_json()["errors"]}
+
+
+class Connection:
+    """Stands for the client socket gunicorn puts in the WSGI environ."""
+
+
+def test_a_body_re_sent_on_its_connection_is_not_parsed_again(monkeypatch, envoy_poll):
+    parsed = []
+    parse_request = discovery.parse_request
+    monkeypatch.setattr(discovery, "parse_request", lambda api, body: parsed.append(body) or parse_request(api, body))
+    parser, first_connection, other_connection = ParsedPerConnection(), Connection(), Connection()
+    body = json.dumps(envoy_poll["body"]).encode()
+
+    first = parser.parse("v3", body, first_connection)
+    assert first == parse_request("v3", body) and first.node_id == envoy_poll["body"]["node"]["id"]
+    assert parser.parse("v3", body, first_connection) is first and len(parsed) == 1
+    # Only a connection's own last body is trusted: not another connection's, not another API's.
+    assert parser.parse("v3", body, other_connection) == first and len(parsed) == 2
+    with pytest.raises(InvalidInput):  # the v2 endpoint refuses a v3 type_url
+        parser.parse("v2", body, first_connection)
+    # One byte changed is parsed in full: a body cut short is refused, another version is read.
+    with pytest.raises(InvalidInput):
+        parser.parse("v3", body[:-1], first_connection)
+    newer = body.replace(envoy_poll["body"]["version_info"].encode(), b"a-newer-version")
+    assert parser.parse("v3", newer, first_connection).version_info == "a-newer-version"
+    assert parser.parse("v3", body, first_connection) == first and len(parsed) == 6
+    assert parser.parse("v3", body, None) == first and len(parsed) == 7  # no connection: always parsed
+
+    # What a connection's last poll parsed to goes with the connection.
+    remembered = weakref.ref(parser.parse("v3", body, first_connection))
+    del first, first_connection
+    gc.collect()
+    assert remembered() is None
+
+
+def test_polls_are_read_per_connection_as_gunicorn_hands_them(client, monkeypatch, envoy_poll):
+    """`PollRoutes` keys the memo on the socket gunicorn puts in the environ; without one, every poll is parsed."""
+    parsed = []
+    parse_request = discovery.parse_request
+    monkeypatch.setattr(discovery, "parse_request", lambda api, body: parsed.append(body) or parse_request(api, body))
+    body = json.dumps(envoy_poll["body"])
+    connection = {"gunicorn.socket": Connection()}
+    statuses = [client.post("/v3/discovery:endpoints", data=body, environ_overrides=connection).status_code]
+    statuses += [client.post("/v3/discovery:endpoints", data=body, environ_overrides=connection).status_code]
+    assert statuses == [200, 200] and len(parsed) == 1
+    assert client.post("/v3/discovery:endpoints", data=body).status_code == 200 and len(parsed) == 2
 
 
 def test_a_poll_body_over_the_limit_is_413_json(client):

@@ -1,7 +1,10 @@
 """The real `python -m eds_server` (gunicorn, several workers, one sqlite file)."""
 
+import http.client
+import json
 import subprocess
 import sys
+from urllib.parse import urlsplit
 
 import requests
 
@@ -18,8 +21,9 @@ def poll(server, version=None):
     return requests.post(f"{server.url}/v3/discovery:endpoints", json=body, timeout=5, headers={"Connection": "close"})
 
 
-def endpoints(response):
-    [assignment] = response.json()["resources"]
+def endpoints(answer) -> list[int]:
+    """The ports in a v3 answer: a `requests` response, or the bytes of one."""
+    [assignment] = (json.loads(answer) if isinstance(answer, bytes) else answer.json())["resources"]
     return sorted(
         lb["endpoint"]["address"]["socket_address"]["port_value"]
         for group in assignment["endpoints"]
@@ -56,6 +60,40 @@ def assert_the_next_poll_serves_every_write(writers, pollers, ports):
 def test_a_write_is_seen_by_the_very_next_poll_on_any_worker(eds_server):
     server = eds_server(workers=3)
     assert_the_next_poll_serves_every_write([server], [server], range(9001, 9031))
+
+
+def test_a_body_re_sent_on_one_connection_is_answered_afresh_and_checked(eds_server, envoy_poll):
+    """Envoy re-sends its 77 KB body on one keep-alive connection, and the server does not parse it
+    again (ParsedPerConnection): the answers must still follow every write, and any changed byte
+    must be read in full, so a malformed body is still refused."""
+    server = eds_server(workers=2)
+    assert add_host(server, 9001).status_code == 201
+    address = urlsplit(server.url)
+    connection = http.client.HTTPConnection(address.hostname, address.port, timeout=5)
+
+    def send(body: dict | bytes) -> tuple[int, bytes]:
+        raw = body if isinstance(body, bytes) else json.dumps(body).encode()
+        connection.request("POST", "/v3/discovery:endpoints", raw, {"Content-Type": "application/json"})
+        response = connection.getresponse()
+        return response.status, response.read()
+
+    try:
+        first = {**envoy_poll["body"], "resource_names": ["web"]}
+        del first["version_info"]
+        status, answer = send(first)
+        version = json.loads(answer)["version_info"]
+        current = json.dumps({**first, "version_info": version}).encode()
+        assert status == 200
+        assert [send(current)[0] for _ in range(3)] == [304] * 3
+        assert send(current[:-1])[0] == 400
+        assert send(current.replace(b'"web"', b'"w b"'))[0] == 400
+        assert send(current)[0] == 304
+        assert add_host(server, 9002).status_code == 201
+        status, answer = send(current)
+        assert status == 200 and endpoints(answer) == [9001, 9002]
+        assert json.loads(answer)["version_info"] != version
+    finally:
+        connection.close()
 
 
 def test_a_restart_keeps_every_host_and_every_version(eds_server):

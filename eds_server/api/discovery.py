@@ -2,10 +2,11 @@
 
 Envoy's polls are the hot path, so `PollRoutes` answers them as plain WSGI in
 front of Flask: a poll costs what a bare WSGI route costs plus the body parse
-and one version read, not a Flask request context, routing and response
-object (which together cost more than the rest of the poll, see
-docs/PERFORMANCE.md). The flask-restx resources below document the same two
-routes in Swagger and answer through the same `PollRoutes.respond`.
+(a digest, for the body its connection sent last) and one version read, not a
+Flask request context, routing and response object (which together cost more
+than the rest of the poll, see docs/PERFORMANCE.md). The flask-restx resources
+below document the same two routes in Swagger and answer through the same
+`PollRoutes.respond`.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from flask_restx import Namespace, Resource, fields
 
 from ..model import NAME_PATTERN, InvalidInput, Problem, RegistryError, validate_name
 from ..store import StoreUnavailable
-from ..xds.discovery import MAX_RESOURCE_NAMES, parse_request
+from ..xds.discovery import MAX_RESOURCE_NAMES, ParsedPerConnection
 from ..xds.render import TYPE_URLS, V2, V3, v1_registration
 from .common import (
     TOO_LARGE,
@@ -74,6 +75,7 @@ class PollRoutes:
         self.max_body_bytes = services.settings.max_body_bytes
         self.max_hold = services.settings.long_poll_max_hold
         self.hold_margin = services.settings.long_poll_margin
+        self.parser = ParsedPerConnection()
 
     def __call__(self, environ, start_response):
         api = POLL_PATHS.get(environ.get("PATH_INFO", ""))
@@ -88,7 +90,9 @@ class PollRoutes:
         started = perf_counter()
         services = self.services
         try:
-            poll = parse_request(api, read_body(environ, self.max_body_bytes))
+            # gunicorn hands the app the client's socket: it lives as long as the connection.
+            # (The body is not kept in a local: a held poll would keep its 77 KB.)
+            poll = self.parser.parse(api, read_body(environ, self.max_body_bytes), environ.get("gunicorn.socket"))
             # gunicorn's access log line carries the node (see logs.py).
             environ["eds.node"] = poll.node_id
             answer = services.discovery.answer(poll, self.hold_for(environ), services.clients.sent_version(poll))
