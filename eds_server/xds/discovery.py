@@ -212,9 +212,11 @@ class ParsedPerConnection:
     changes, and validating its 77 KB again costs ~30 us in-process (twice that
     in a busy worker). A 128-bit xxh3 digest of the body costs ~3 us. Only the
     connection's own previous body is compared, so even a contrived collision
-    could only give a client the answer to its own previous poll; any other
-    body is parsed in full, and a malformed one still gets its 400. An entry
-    goes with its connection (weak keys): ~200 bytes per open connection.
+    could only answer the poll sent last on that connection (behind a pooling
+    proxy, maybe another client's: one it could have sent itself, as polls
+    carry no credentials); any other body is parsed in full, and a malformed
+    one still gets its 400. An entry goes with its connection (weak keys):
+    ~200 bytes per open connection.
     """
 
     def __init__(self) -> None:
