@@ -34,7 +34,7 @@ import requests
 from eds_server.registry import Limits, Registry
 from eds_server.store import open_store
 from eds_server.xds import version_of
-from scripts.processes import REPO, free_port, start, stop, wait_until
+from scripts.processes import REPO, free_port, start, stop, wait_until, worker_pids
 
 from . import long_poll
 
@@ -97,15 +97,10 @@ def wrk(url: str, seconds: float, connections: int, script: str, body_file: Path
     return Load(float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)), latency("50"), latency("99"), errors)
 
 
-def workers_of(master_pid: int) -> list[int]:
-    out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(master_pid)], capture_output=True, text=True).stdout
-    return [int(pid) for pid in out.split()]
-
-
 def worker_rss_mb(master_pid: int) -> list[float]:
     """Resident memory of each gunicorn worker (the master's children)."""
     sizes = []
-    for pid in workers_of(master_pid):
+    for pid in worker_pids(master_pid):
         status = Path(f"/proc/{pid}/status").read_text()
         sizes.append(int(re.search(r"VmRSS:\s+(\d+)", status).group(1)) / 1024)
     return sizes
@@ -114,7 +109,7 @@ def worker_rss_mb(master_pid: int) -> list[float]:
 def worker_cpu_seconds(master_pid: int) -> float:
     """User + system CPU time used so far by the gunicorn workers."""
     total = 0
-    for pid in workers_of(master_pid):
+    for pid in worker_pids(master_pid):
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
         total += int(fields[11]) + int(fields[12])  # utime, stime
     return total / os.sysconf("SC_CLK_TCK")

@@ -54,6 +54,12 @@ def wait_until(predicate: Callable[[], object], timeout: float, interval: float 
     raise TimeoutError(f"{what} not reached within {timeout}s (last error: {last_error})")
 
 
+def worker_pids(master: int) -> list[int]:
+    """A gunicorn master's workers: its children, from /proc."""
+    children = Path(f"/proc/{master}/task/{master}/children").read_text().split()
+    return sorted(int(pid) for pid in children)
+
+
 def start(args: list[str], log_path: Path, env: dict[str, str] | None = None, cwd: Path = REPO) -> subprocess.Popen:
     """Start a process in its own session so that it and its children stop together."""
     log = open(log_path, "ab")

@@ -13,7 +13,7 @@ from eds_server.api.auth import bearer_token
 from eds_server.settings import SettingsError, load_settings
 from eds_server.store import open_store
 from eds_server.xds import version_of
-from scripts.processes import wait_until
+from scripts.processes import wait_until, worker_pids
 
 WRITER, ROTATED, READER = "w-0123456789abcdef", "w-rotated-fedcba9876", "r-0123456789abcdef"
 HOST = {"ip_address": "10.0.0.5", "port": 8001}
@@ -215,8 +215,15 @@ def test_a_rotated_token_file_takes_effect_on_reload_and_no_token_is_logged(eds_
     assert put(ROTATED).status_code == 403
     token_file.write_text(f"# rotated\n{ROTATED}\n")
     # SIGHUP: gunicorn starts new workers, which read the file again; no restart, no dropped socket.
+    # Until the old workers are gone they still take connections, with the old tokens.
+    old_workers = set(worker_pids(server.process.pid))
     os.kill(server.process.pid, signal.SIGHUP)
-    wait_until(lambda: all(put(ROTATED).status_code == 200 for _ in range(6)), timeout=20, what="the rotated token")
+    wait_until(
+        lambda: (workers := set(worker_pids(server.process.pid))) and not workers & old_workers,
+        timeout=20,
+        what="the old workers replaced",
+    )
+    assert [put(ROTATED).status_code for _ in range(6)] == [200] * 6
     assert put(WRITER).status_code == 403
     log = server.log_path.read_text()
     assert "NO API TOKEN" not in log and "bearer token not accepted" in log

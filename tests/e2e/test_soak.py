@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from scripts.processes import wait_until
+from scripts.processes import wait_until, worker_pids
 
 from ..conftest import load_fixture
 
@@ -34,12 +34,6 @@ SHARED = "soak-shared"
 # Memory a worker may gain over a soak before it counts as a leak; generous, since a
 # short soak still warms caches. `make soak` prints the figures to judge by.
 RSS_GROWTH_BOUND_KB = 64 * 1024
-
-
-def worker_pids(master: int) -> list[int]:
-    """The gunicorn workers: the master's children, from /proc."""
-    children = Path(f"/proc/{master}/task/{master}/children").read_text().split()
-    return sorted(int(pid) for pid in children)
 
 
 def rss_kb(pid: int) -> int:
