@@ -4,9 +4,12 @@ import json
 import re
 from concurrent.futures import ThreadPoolExecutor
 
+import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
+from eds_server import Settings, create_app
+from eds_server.store import StoreUnavailable
 from scripts.processes import wait_until
 
 V3_TYPE = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment"
@@ -68,6 +71,7 @@ def test_clients_view_shows_each_node_and_which_one_is_stuck(client):
     client.post("/edsservice/web/hosts", json={"ip_address": "10.0.0.2", "port": 80})
     bad = client.get("/clients", query_string={"service": "web"}).get_json()["clients"][0]
     assert bad["node_id"] == "bad" and bad["current_version"] != first
+    assert (bad["in_sync"], bad["stuck"]) == (False, False)
     assert client.get("/clients", query_string={"service": "other"}).get_json() == {"clients": []}
     assert client.get("/clients", query_string={"service": "bad name"}).status_code == 400
 
@@ -81,6 +85,45 @@ def test_a_node_that_accepts_after_a_rejection_is_no_longer_stuck(client):
     client.post("/v3/discovery:endpoints", json=poll_body(version=current))
     [row] = client.get("/clients").get_json()["clients"]
     assert (row["in_sync"], row["stuck"]) == (True, False)
+
+
+def test_a_rejecting_node_is_stuck_whichever_worker_each_poll_reaches(tmp_path):
+    """Two workers (two apps on one sqlite file) take the node's polls in turn, each flushing its rows."""
+    workers = [create_app(Settings(store=f"sqlite:///{tmp_path}/registry.db")) for _ in range(2)]
+    clients = [worker.test_client() for worker in workers]
+    clients[0].put("/edsservice/web", json={"hosts": [{"ip_address": "10.0.0.1", "port": 80}]})
+    stuck = []
+    for index in range(8):
+        clients[index % 2].post("/v3/discovery:endpoints", json=poll_body("bad", version="an-old-version"))
+        workers[index % 2].extensions["eds"].clients.flush()
+        [row] = clients[(index + 1) % 2].get("/clients").get_json()["clients"]
+        stuck.append(row["stuck"])
+    # Each worker first sends the current version (no rejection yet); the next three polls reject it.
+    assert stuck == [False] * 4 + [True] * 4
+    assert row["polls"] == 8
+    for worker in workers:
+        worker.extensions["eds"].registry.store.close()
+
+
+def test_a_flush_the_store_refuses_is_sent_whole_with_the_next(client, monkeypatch):
+    services = client.application.extensions["eds"]
+    client.put("/edsservice/web", json={"hosts": [{"ip_address": "10.0.0.1", "port": 80}]})
+    client.post("/v3/discovery:endpoints", json=poll_body("bad"))
+    client.post("/v3/discovery:endpoints", json=poll_body("bad", version="an-old-version"))
+    store = services.registry.store
+    record_clients = store.record_clients
+
+    def unavailable(rows, forget_before):
+        raise StoreUnavailable("the store is away")
+
+    monkeypatch.setattr(store, "record_clients", unavailable)
+    with pytest.raises(StoreUnavailable):
+        services.clients.flush()
+    monkeypatch.setattr(store, "record_clients", record_clients)
+    for _ in range(2):
+        client.post("/v3/discovery:endpoints", json=poll_body("bad", version="an-old-version"))
+    [row] = client.get("/clients").get_json()["clients"]
+    assert (row["polls"], row["stuck"]) == (4, True)
 
 
 def test_metrics_count_polls_writes_and_registry_size(client):

@@ -148,14 +148,19 @@ def client_row(node="envoy-1", name="web", last_poll=100.0, polls=1, **fields):
 def test_client_rows_add_up_polls_and_keep_the_latest_poll(store):
     assert store.clients() == []
     # Two workers report the same node: their poll counts add up, the latest poll's fields win,
-    # whichever order the batches arrive in.
-    store.record_clients([client_row(last_poll=105.0, polls=3, version_held="v2")], forget_before=0)
-    store.record_clients([client_row(last_poll=101.0, polls=2, version_held="v1", rejected_polls=4)], forget_before=0)
+    # whichever order the batches arrive in; rejections of an older version sent are dropped.
+    newer = dict(version_held="v1", sent_version="v3", rejected_polls=1)
+    store.record_clients([client_row(last_poll=105.0, polls=3, **newer)], forget_before=0)
+    older = dict(version_held="v1", sent_version="v2", rejected_polls=4)
+    store.record_clients([client_row(last_poll=101.0, polls=2, **older)], forget_before=0)
     store.record_clients([client_row(node="envoy-2", last_poll=102.0, resource_names=("web", "api"))], forget_before=0)
     assert store.clients() == [
-        client_row(last_poll=105.0, polls=5, version_held="v2"),
+        client_row(last_poll=105.0, polls=5, **newer),
         client_row(node="envoy-2", last_poll=102.0, resource_names=("web", "api")),
     ]
+    # Rejections of the same version sent add up, whichever worker counted them.
+    store.record_clients([client_row(last_poll=103.0, polls=2, **{**newer, "rejected_polls": 2})], forget_before=0)
+    assert store.clients()[0] == client_row(last_poll=105.0, polls=7, **{**newer, "rejected_polls": 3})
 
 
 def test_client_rows_not_seen_for_long_are_forgotten(store):

@@ -60,20 +60,27 @@ class ClientRow:
     version_held: str | None  # the version_info of the node's latest poll
     last_poll: float  # epoch seconds
     polls: int  # in `record_clients`: polls since the worker's previous batch; in `clients`: the total
-    # Consecutive polls that still reported another version after the node had
-    # been sent a newer one: REST has no NACK, so this is how a rejection shows.
+    # Polls that still reported another version after the node had been sent
+    # `sent_version`: REST has no NACK, so this is how a rejection shows. Like
+    # `polls`, a batch holds the worker's own count, and the batches of every
+    # worker add up: a node whose polls spread over workers is counted whole.
     rejected_polls: int
+    sent_version: str | None = None  # the version the node was last sent
 
     @property
     def key(self) -> tuple[str, str]:
         return (self.node_id, self.resource_name)
 
     def merged_into(self, earlier: ClientRow | None) -> ClientRow:
-        """This batch's row on top of what was recorded: polls add up, the latest poll's fields win."""
+        """This batch's row on top of what was recorded: polls add up, and so do rejections of the
+        same sent version; the latest poll's fields win (a newer version sent starts the count again)."""
         if earlier is None:
             return self
         latest = self if self.last_poll >= earlier.last_poll else earlier
-        return dataclasses.replace(latest, polls=earlier.polls + self.polls)
+        rejected = latest.rejected_polls
+        if earlier.sent_version == self.sent_version:
+            rejected = earlier.rejected_polls + self.rejected_polls
+        return dataclasses.replace(latest, polls=earlier.polls + self.polls, rejected_polls=rejected)
 
 
 class StoreUnavailable(Exception):

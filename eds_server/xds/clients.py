@@ -2,8 +2,9 @@
 
 REST has no NACK: an Envoy that rejected an answer just keeps polling with
 the version it had. Each worker notes, per node, the version it last sent;
-a node that keeps reporting another one after that is counting rejected polls,
-and after `STUCK_AFTER_POLLS` of them it shows as stuck.
+a poll that reports another one after that is a rejected poll. The rejected
+polls of every worker add up per version sent, and after `STUCK_AFTER_POLLS`
+of them the node shows as stuck, whichever workers its polls reached.
 
 A poll only touches this worker's memory. The rows reach the store in one
 batch per `flush` (every second or so, from a background thread), where the
@@ -26,13 +27,19 @@ STUCK_AFTER_POLLS = 3
 class _Seen:
     """One (node, resource name) as this worker saw it since its last flush."""
 
-    __slots__ = ("request", "last_poll", "polls", "rejected_polls")
+    __slots__ = ("request", "last_poll", "polls", "rejected_polls", "sent_version")
 
-    def __init__(self, request: DiscoveryRequest, last_poll: float, polls: int, rejected_polls: int):
-        self.request = request
-        self.last_poll = last_poll
-        self.polls = polls
-        self.rejected_polls = rejected_polls
+    def __init__(self, sent_version: str | None):
+        self.polls = self.rejected_polls = 0
+        self.sent_version = sent_version
+
+    def note(self, request: DiscoveryRequest, now: float, rejected: bool, sent_version: str | None) -> None:
+        """One poll: `rejected` against the version sent before it; `sent_version` is the one sent now."""
+        self.request, self.last_poll = request, now
+        self.polls += 1
+        self.rejected_polls += rejected
+        if sent_version != self.sent_version:
+            self.sent_version, self.rejected_polls = sent_version, 0
 
     def row(self, name: str) -> ClientRow:
         request = self.request
@@ -47,6 +54,7 @@ class _Seen:
             last_poll=self.last_poll,
             polls=self.polls,
             rejected_polls=self.rejected_polls,
+            sent_version=self.sent_version,
         )
 
 
@@ -61,7 +69,9 @@ class ClientStatus:
 
     @property
     def stuck(self) -> bool:
-        return not self.in_sync and self.row.rejected_polls >= STUCK_AFTER_POLLS
+        """It was sent the current version and kept reporting another one (not merely behind a newer write)."""
+        row = self.row
+        return not self.in_sync and row.sent_version == self.current_version and row.rejected_polls >= STUCK_AFTER_POLLS
 
 
 class Clients:
@@ -78,7 +88,8 @@ class Clients:
         self.forget_after = forget_after
         self._lock = threading.Lock()
         self._pending: dict[tuple[str, str], _Seen] = {}
-        # (api, node id, names) -> [version this worker last sent in a 200, rejected polls since, last poll]
+        self._unsent: dict[tuple[str, str], ClientRow] = {}  # rows of a flush the store did not take
+        # (api, node id, names) -> [version this worker last sent in a 200, last poll]
         self._sent: dict[tuple[str, str, tuple[str, ...]], list] = {}
 
     def sent_version(self, request: DiscoveryRequest) -> str | None:
@@ -93,39 +104,38 @@ class Clients:
         with self._lock:
             sent = self._sent.get(key)
             if sent is None or request.version_info is None:  # a node (re)starting holds nothing yet
-                sent = self._sent[key] = [None, 0, now]
-            elif request.version_info == sent[0]:
-                sent[1] = 0
-            else:
-                sent[1] += 1
-            sent[2] = now
+                sent = self._sent[key] = [None, now]
+            sent_before = sent[0]
+            rejected = sent_before is not None and request.version_info != sent_before
+            sent[1] = now
             if answer.status == 200:
                 sent[0] = answer.version
             for name in request.names:
                 seen = self._pending.get((request.node_id, name))
                 if seen is None:
-                    self._pending[(request.node_id, name)] = _Seen(request, now, 1, sent[1])
-                else:
-                    seen.request, seen.last_poll, seen.rejected_polls = request, now, sent[1]
-                    seen.polls += 1
+                    seen = self._pending[(request.node_id, name)] = _Seen(sent_before)
+                seen.note(request, now, rejected, sent[0])
 
     def flush(self) -> None:
         """Hand this worker's rows to the store in one batch; kept for the next try if that fails."""
         forget_before = self.clock() - self.forget_after
         with self._lock:
             pending, self._pending = self._pending, {}
-            for key in [k for k, sent in self._sent.items() if sent[2] < forget_before]:
+            rows, self._unsent = self._unsent, {}
+            for key in [k for k, sent in self._sent.items() if sent[1] < forget_before]:
                 del self._sent[key]
-        if not pending:
+        for (_, name), seen in pending.items():
+            row = seen.row(name)
+            rows[row.key] = row.merged_into(rows.get(row.key))
+        if not rows:
             return
         try:
-            self.store.record_clients([seen.row(name) for (_, name), seen in pending.items()], forget_before)
+            self.store.record_clients(list(rows.values()), forget_before)
         except Exception:
             with self._lock:
-                for key, seen in pending.items():
-                    newer = self._pending.setdefault(key, seen)
-                    if newer is not seen:
-                        newer.polls += seen.polls
+                for key, row in rows.items():
+                    newer = self._unsent.get(key)
+                    self._unsent[key] = row if newer is None else newer.merged_into(row)
             raise
 
     def statuses(self, service: str | None = None) -> list[ClientStatus]:
