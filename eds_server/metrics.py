@@ -11,6 +11,9 @@ answers the same.
 from __future__ import annotations
 
 import os
+import threading
+from bisect import bisect_left
+from collections import Counter as Tally
 from collections.abc import Callable, Iterable
 from time import perf_counter
 
@@ -32,6 +35,9 @@ CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4
 POLL_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
 HOLD_BUCKETS = (0.01, 0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0)
 WRITE_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+# How often a worker writes its polls' figures to the shared files (a scrape of
+# this worker writes them first; other workers' polls show up to this much later).
+FLUSH_INTERVAL = 1.0
 
 
 def enable_multiprocess(directory: str) -> None:
@@ -96,22 +102,28 @@ class Metrics:
             buckets=HOLD_BUCKETS,
             registry=self.registry,
         )
-        self._poll_children: dict[tuple[str, str], tuple[Counter, Histogram]] = {}
+        self._lock = threading.Lock()
+        self._unwritten = _PollFigures()
 
     def poll_answered(self, api: str, status: int, started: float, held: float = 0.0) -> None:
-        """On the hot path: the labelled children are looked up once per (api, outcome)."""
-        key = (api, outcome(status))
-        children = self._poll_children.get(key)
-        if children is None:
-            children = self._poll_children[key] = (
-                self.polls.labels(*key),
-                self.poll_seconds.labels(api),
-                self.hold_seconds.labels(api),
-            )
-        children[0].inc()
-        children[1].observe(perf_counter() - started - held)
-        if held:
-            children[2].observe(held)
+        """On the hot path: noted in memory, written to the shared files by `flush`.
+
+        In multiprocess mode every count and observation is a locked write to a
+        memory-mapped file: three per poll cost ~10 us in a busy worker, ~5% of
+        an up-to-date poll, where adding to this worker's tally costs well under 1 us.
+        """
+        with self._lock:
+            self._unwritten.add(api, status, perf_counter() - started - held, held)
+
+    def flush(self) -> None:
+        """Write the polls noted since the last flush (every FLUSH_INTERVAL, before a scrape, at exit)."""
+        with self._lock:
+            figures, self._unwritten = self._unwritten, _PollFigures()
+        for (api, status), count in figures.polls.items():
+            self.polls.labels(api, outcome(status)).inc(count)
+        for histogram, observed in ((self.poll_seconds, figures.seconds), (self.hold_seconds, figures.held)):
+            for api, observations in observed.items():
+                observations.write_to(histogram.labels(api))
 
     def held_count(self, delta: int) -> None:
         self.held.inc(delta)
@@ -122,6 +134,7 @@ class Metrics:
 
     def render(self, live: Callable[[], Iterable[Metric]]) -> bytes:
         """The text exposition: every worker's counters and histograms, plus `live` facts read now."""
+        self.flush()
         scrape = CollectorRegistry(auto_describe=False)
         if MULTIPROCESS_DIR in os.environ:
             multiprocess.MultiProcessCollector(scrape)
@@ -134,3 +147,41 @@ class Metrics:
 class _Live:
     def __init__(self, collect: Callable[[], Iterable[Metric]]):
         self.collect = collect
+
+
+class _Observed:
+    """Observations of one histogram child not yet written: a count per bucket (+Inf last) and their sum."""
+
+    __slots__ = ("bounds", "buckets", "total")
+
+    def __init__(self, bounds: tuple[float, ...]):
+        self.bounds = bounds
+        self.buckets = [0] * (len(bounds) + 1)
+        self.total = 0.0
+
+    def add(self, value: float) -> None:
+        self.buckets[bisect_left(self.bounds, value)] += 1  # the first bound >= value, as `observe` picks
+        self.total += value
+
+    def write_to(self, child: Histogram) -> None:
+        """What `observe` does for each observation, at once: prometheus-client has no call for
+        that, so this adds to the child's bucket and sum values (a file write each, not per observation)."""
+        child._sum.inc(self.total)
+        for value, count in zip(child._buckets, self.buckets, strict=True):
+            if count:
+                value.inc(count)
+
+
+class _PollFigures:
+    """The polls one worker answered since its last flush."""
+
+    def __init__(self) -> None:
+        self.polls: Tally[tuple[str, int]] = Tally()
+        self.seconds: dict[str, _Observed] = {}
+        self.held: dict[str, _Observed] = {}
+
+    def add(self, api: str, status: int, seconds: float, held: float) -> None:
+        self.polls[api, status] += 1
+        (self.seconds.get(api) or self.seconds.setdefault(api, _Observed(POLL_BUCKETS))).add(seconds)
+        if held:
+            (self.held.get(api) or self.held.setdefault(api, _Observed(HOLD_BUCKETS))).add(held)

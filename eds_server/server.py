@@ -14,6 +14,7 @@ from .api.auth import writes_open_warning
 from .app import create_app, registry_for
 from .background import Periodic
 from .gunicorn_conf import gunicorn_options
+from .metrics import FLUSH_INTERVAL as METRICS_FLUSH_INTERVAL
 from .metrics import enable_multiprocess, worker_gone
 from .settings import Settings
 from .store import Store, open_store
@@ -50,6 +51,7 @@ class Server(BaseApplication):
         worker.background = [
             sweeper(services.registry, self.settings.sweep_interval).start(),
             Periodic("eds-clients-flush", self.settings.clients_flush_interval, services.clients.flush).start(),
+            Periodic("eds-metrics-flush", METRICS_FLUSH_INTERVAL, services.metrics.flush).start(),
         ]
 
     @staticmethod
@@ -58,6 +60,7 @@ class Server(BaseApplication):
             task.stop()
         services = getattr(worker, "wsgi", None) and worker.wsgi.extensions["eds"]
         if services:
+            services.metrics.flush()
             try:
                 services.clients.flush()
             except Exception as error:  # the clients view loses at most this worker's last second

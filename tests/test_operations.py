@@ -3,12 +3,15 @@
 import json
 import re
 from concurrent.futures import ThreadPoolExecutor
+from time import perf_counter
 
 import pytest
 import requests
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from eds_server import Settings, create_app
+from eds_server.metrics import HOLD_BUCKETS, POLL_BUCKETS, Metrics, outcome
 from eds_server.store import StoreUnavailable
 from scripts.processes import wait_until
 
@@ -157,6 +160,41 @@ def test_metrics_count_polls_writes_and_registry_size(client):
     assert after[("eds_clients_stuck", ())] == 0
 
 
+def test_poll_figures_written_in_batches_read_as_if_observed_one_by_one():
+    """`Metrics` notes polls in memory and writes them when flushed (or scraped): the exposition must be
+    what prometheus-client's own counter and histogram give when told of each poll as it happens."""
+    metrics = Metrics()
+    reference = CollectorRegistry()
+    polls = Counter("eds_polls", "", ["api", "outcome"], registry=reference)
+    seconds = Histogram("eds_poll_duration_seconds", "", ["api"], buckets=POLL_BUCKETS, registry=reference)
+    held = Histogram("eds_poll_hold_seconds", "", ["api"], buckets=HOLD_BUCKETS, registry=reference)
+    # (api, status, seconds answering, seconds held), each well inside its bucket.
+    answered = [("v3", 304, 0.00005, 0.0), ("v3", 304, 0.0003, 0.0), ("v3", 200, 0.0003, 3.0)]
+    answered += [("v3", 400, 0.002, 0.0), ("v2", 200, 0.7, 0.0), ("v3", 304, 3.0, 45.0), ("v3", 304, 0.004, 0.05)]
+    for api, status, answering, holding in answered:
+        metrics.poll_answered(api, status, perf_counter() - answering - holding, holding)
+        polls.labels(api, outcome(status)).inc()
+        seconds.labels(api).observe(answering)
+        if holding:
+            held.labels(api).observe(holding)
+
+    def figures(text: str) -> dict:
+        """The samples of the metrics above, sums rounded (each measured poll takes a little longer)."""
+        found = samples(text).items()
+        names = ("eds_polls_total", "eds_poll_duration_seconds_", "eds_poll_hold_seconds_")
+        return {
+            k: (round(v, 2) if k[0].endswith("_sum") else v)
+            for k, v in found
+            if k[0].startswith(names) and not k[0].endswith("_created")
+        }
+
+    expected = figures(generate_latest(reference).decode())
+    assert figures(metrics.render(lambda: []).decode()) == expected
+    assert expected[("eds_poll_duration_seconds_bucket", (("api", "v3"), ("le", "0.0005")))] == 3
+    # Flushed once: a second scrape adds nothing.
+    assert figures(metrics.render(lambda: []).decode()) == expected
+
+
 def test_metrics_and_clients_add_up_across_real_workers(eds_server):
     server = eds_server(workers=3)
     fresh = {"Connection": "close"}  # a new connection each time, so the calls spread over the workers
@@ -189,7 +227,8 @@ def test_metrics_and_clients_add_up_across_real_workers(eds_server):
             found.get(("eds_registry_hosts", ())),
         )
 
-    # Every worker's /metrics tells the same totals.
+    # Every worker's /metrics tells the same totals, once each has written its polls (every second).
+    wait_until(lambda: totals() == (polls, writes, writes), timeout=10, what="every worker's polls written")
     for _ in range(6):
         assert totals() == (polls, writes, writes)
     # Each worker flushes its clients rows about every second; the counts then add up.
