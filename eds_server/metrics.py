@@ -3,9 +3,10 @@
 Counters and histograms live in prometheus-client's multiprocess files (one
 set per worker, summed at scrape time) when the server runner enabled that
 mode before forking; in a single process (tests, `create_app` embedded) they
-stay in memory. Facts about the registry and its clients (sizes, clients in
-sync or stuck) are read from the store at scrape time, so every worker
-answers the same.
+stay in memory. Polls, the hot path, are tallied in the worker's memory and
+written to those files in one go every FLUSH_INTERVAL. Facts about the
+registry and its clients (sizes, clients in sync or stuck) are read from the
+store at scrape time, so every worker answers the same.
 """
 
 from __future__ import annotations
