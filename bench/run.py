@@ -34,7 +34,7 @@ import requests
 from eds_server.registry import Limits, Registry
 from eds_server.store import open_store
 from eds_server.xds import version_of
-from scripts.processes import REPO, free_port, start, stop, wait_until, worker_pids
+from scripts.processes import REPO, free_port, rss_kb, start, stop, wait_until, worker_pids
 
 from . import long_poll
 
@@ -99,11 +99,7 @@ def wrk(url: str, seconds: float, connections: int, script: str, body_file: Path
 
 def worker_rss_mb(master_pid: int) -> list[float]:
     """Resident memory of each gunicorn worker (the master's children)."""
-    sizes = []
-    for pid in worker_pids(master_pid):
-        status = Path(f"/proc/{pid}/status").read_text()
-        sizes.append(int(re.search(r"VmRSS:\s+(\d+)", status).group(1)) / 1024)
-    return sizes
+    return [rss_kb(pid) / 1024 for pid in worker_pids(master_pid)]
 
 
 def worker_cpu_seconds(master_pid: int) -> float:

@@ -60,6 +60,14 @@ def worker_pids(master: int) -> list[int]:
     return sorted(int(pid) for pid in children)
 
 
+def rss_kb(pid: int) -> int:
+    """A process's resident memory, from /proc."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise RuntimeError(f"no VmRSS for {pid}")
+
+
 def start(args: list[str], log_path: Path, env: dict[str, str] | None = None, cwd: Path = REPO) -> subprocess.Popen:
     """Start a process in its own session so that it and its children stop together."""
     log = open(log_path, "ab")

@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from scripts.processes import wait_until, worker_pids
+from scripts.processes import rss_kb, wait_until, worker_pids
 
 from ..conftest import load_fixture
 
@@ -34,13 +34,6 @@ SHARED = "soak-shared"
 # Memory a worker may gain over a soak before it counts as a leak; generous, since a
 # short soak still warms caches. `make soak` prints the figures to judge by.
 RSS_GROWTH_BOUND_KB = 64 * 1024
-
-
-def rss_kb(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    raise RuntimeError(f"no VmRSS for {pid}")
 
 
 def integrity(db: Path) -> str:
