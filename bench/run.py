@@ -168,7 +168,7 @@ def parse_costs() -> dict[str, float]:
     import orjson
     import xxhash
 
-    from eds_server.xds.discovery import parse_request
+    from eds_server.xds.request import parse_request
 
     body = captured_body("some-version")
     ways: dict[str, Callable[[], object]] = {

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 
 from .model import RegistryError
-from .server import serve
+from .serving import serve
 from .settings import SettingsError, load_settings
 from .store import StoreUnavailable
 

@@ -17,7 +17,7 @@ from typing import Any
 import yaml
 
 from .model import InvalidInput
-from .seed import check_services
+from .registry.seed import check_services
 from .store import check_store_url
 
 ENV_PREFIX = "EDS_"

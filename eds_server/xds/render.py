@@ -17,13 +17,8 @@ from typing import Any
 import orjson
 
 from ..model import Host, Service
+from .resources import TYPE_URLS
 
-V3 = "v3"
-V2 = "v2"
-TYPE_URLS = {
-    V3: "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment",
-    V2: "type.googleapis.com/envoy.api.v2.ClusterLoadAssignment",
-}
 VERSION_LENGTH = 16
 
 

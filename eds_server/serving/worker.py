@@ -23,6 +23,8 @@ import gevent
 import gevent.socket
 from gunicorn.workers.ggevent import GeventWorker
 
+from ..api.state import app_state
+
 STOP_CHECK_INTERVAL = 0.05
 
 
@@ -71,7 +73,7 @@ class EdsWorker(GeventWorker):
     def _close_idle_connections_when_stopping(self) -> None:
         while self.alive:
             gevent.sleep(STOP_CHECK_INTERVAL)
-        self.wsgi.extensions["eds"].discovery.holds.stop()
+        app_state(self.wsgi).core.holds.stop()
         deadline = time.monotonic() + self.cfg.graceful_timeout
         while (self._idle or self._busy) and time.monotonic() < deadline:
             for client in list(self._idle):

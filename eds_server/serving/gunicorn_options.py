@@ -4,7 +4,7 @@
 so these are the production defaults; the command line and environment only
 choose address, port, worker count and store.
 
-Worker class: gevent (eds_server.worker.EdsWorker, gunicorn's gevent worker
+Worker class: gevent (eds_server.serving.worker.EdsWorker, gunicorn's gevent worker
 with a shutdown that suits Envoy). Measured on the project machine (2 cores,
 wrk on the same cores, the captured 77 KB Envoy poll, 2 workers, one run, the
 machine shared): a bare WSGI app answered ~5,900 polls/s under gevent, ~6,600
@@ -27,8 +27,8 @@ from __future__ import annotations
 import ssl
 from typing import Any
 
+from ..settings import Settings
 from .logs import ACCESS_FORMAT, logger_class
-from .settings import Settings
 
 
 def bind_address(host: str, port: int) -> str:
@@ -59,7 +59,7 @@ def gunicorn_options(settings: Settings) -> dict[str, Any]:
         **tls_options(settings),
         "bind": [bind_address(settings.host, settings.port)],
         "workers": settings.workers,
-        "worker_class": "eds_server.worker.EdsWorker",
+        "worker_class": "eds_server.serving.worker.EdsWorker",
         # Each Envoy keeps one connection (and, long-polling, one held request)
         # per EDS cluster: connections, not CPU, bound a gevent worker.
         "worker_connections": 10_000,

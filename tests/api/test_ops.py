@@ -11,8 +11,9 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.parser import text_string_to_metric_families
 
 from eds_server import Settings, create_app
-from eds_server.metrics import HOLD_BUCKETS, POLL_BUCKETS, Metrics, outcome
+from eds_server.api.state import app_state
 from eds_server.store import StoreUnavailable
+from eds_server.telemetry.metrics import HOLD_BUCKETS, POLL_BUCKETS, Metrics, outcome
 from scripts.processes import wait_until
 
 V3_TYPE = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment"
@@ -98,18 +99,18 @@ def test_a_rejecting_node_is_stuck_whichever_worker_each_poll_reaches(tmp_path):
     stuck = []
     for index in range(8):
         clients[index % 2].post("/v3/discovery:endpoints", json=poll_body("bad", version="an-old-version"))
-        workers[index % 2].extensions["eds"].clients.flush()
+        app_state(workers[index % 2]).core.clients.flush()
         [row] = clients[(index + 1) % 2].get("/clients").get_json()["clients"]
         stuck.append(row["stuck"])
     # Each worker first sends the current version (no rejection yet); the next three polls reject it.
     assert stuck == [False] * 4 + [True] * 4
     assert row["polls"] == 8
     for worker in workers:
-        worker.extensions["eds"].registry.store.close()
+        app_state(worker).registry.store.close()
 
 
 def test_a_flush_the_store_refuses_is_sent_whole_with_the_next(client, monkeypatch):
-    services = client.application.extensions["eds"]
+    services = app_state(client.application)
     client.put("/edsservice/web", json={"hosts": [{"ip_address": "10.0.0.1", "port": 80}]})
     client.post("/v3/discovery:endpoints", json=poll_body("bad"))
     client.post("/v3/discovery:endpoints", json=poll_body("bad", version="an-old-version"))
@@ -121,7 +122,7 @@ def test_a_flush_the_store_refuses_is_sent_whole_with_the_next(client, monkeypat
 
     monkeypatch.setattr(store, "record_clients", unavailable)
     with pytest.raises(StoreUnavailable):
-        services.clients.flush()
+        services.core.clients.flush()
     monkeypatch.setattr(store, "record_clients", record_clients)
     for _ in range(2):
         client.post("/v3/discovery:endpoints", json=poll_body("bad", version="an-old-version"))

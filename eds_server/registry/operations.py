@@ -11,8 +11,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from .model import (
+from ..model import (
     AlreadyExists,
+    Expected,
     Host,
     LimitExceeded,
     NotFound,
@@ -22,8 +23,8 @@ from .model import (
     parse_service,
     validate_name,
 )
-from .model.host import patched_host
-from .store import Change, Store
+from ..model.host import patched_host
+from ..store import Change, Store
 
 log = logging.getLogger("eds_server.registry")
 
@@ -38,6 +39,25 @@ class Registry:
     def __init__(self, store: Store, limits: Limits = Limits()):
         self.store = store
         self.limits = limits
+
+    # -- reads: what the API shows, from the same store the writes go to ----------
+    def get(self, name: str) -> Service | None:
+        return self.store.get(name)
+
+    def services(self) -> list[Service]:
+        return self.store.services()
+
+    def size(self) -> tuple[int, int]:
+        """(services, hosts)."""
+        return self.store.size()
+
+    def now(self) -> float:
+        """The store's clock: what TTL deadlines are counted against."""
+        return self.store.clock()
+
+    def ping(self) -> None:
+        """Raise StoreUnavailable when the store cannot serve."""
+        self.store.ping()
 
     def _bounded(self, service: Service) -> Service:
         if len(service.hosts) > self.limits.max_hosts_per_service:
@@ -67,8 +87,8 @@ class Registry:
 
         return bounded
 
-    def _apply(self, operation: str, name: str, mutate, if_match: str | None, who: str) -> Change:
-        change = self.store.update(name, self._within_limits(mutate), if_match=if_match)
+    def _apply(self, operation: str, name: str, mutate, expected: Expected | None, who: str) -> Change:
+        change = self.store.update(name, self._within_limits(mutate), expected)
         if change.before is not change.after:
             # A heartbeat that only moves a deadline leaves the service equal (a
             # deadline is no part of a host's equality, nor of its ETag); at INFO
@@ -84,7 +104,7 @@ class Registry:
             )
         return change
 
-    def create(self, name: str, body: Any, if_match: str | None = None, who: str = "-") -> Change:
+    def create(self, name: str, body: Any, expected: Expected | None = None, who: str = "-") -> Change:
         service = parse_service(name, body, self.store.clock())
 
         def create(current: Service | None) -> Service:
@@ -92,13 +112,13 @@ class Registry:
                 raise AlreadyExists(f"service {name!r} already exists; use PUT to replace its hosts")
             return service
 
-        return self._apply("create", name, create, if_match, who)
+        return self._apply("create", name, create, expected, who)
 
-    def replace(self, name: str, body: Any, if_match: str | None = None, who: str = "-") -> Change:
+    def replace(self, name: str, body: Any, expected: Expected | None = None, who: str = "-") -> Change:
         service = parse_service(name, body, self.store.clock())
-        return self._apply("replace", name, lambda current: service, if_match, who)
+        return self._apply("replace", name, lambda current: service, expected, who)
 
-    def delete(self, name: str, if_match: str | None = None, who: str = "-") -> Change:
+    def delete(self, name: str, expected: Expected | None = None, who: str = "-") -> Change:
         validate_name(name)
 
         def delete(current: Service | None) -> None:
@@ -106,10 +126,10 @@ class Registry:
                 raise NotFound(f"service {name!r} does not exist")
             return None
 
-        return self._apply("delete", name, delete, if_match, who)
+        return self._apply("delete", name, delete, expected, who)
 
     def upsert_host(
-        self, name: str, body: Any, if_match: str | None = None, who: str = "-"
+        self, name: str, body: Any, expected: Expected | None = None, who: str = "-"
     ) -> tuple[Change, Host, bool]:
         """Add or refresh one host (a heartbeat); creates the service when absent.
 
@@ -125,28 +145,28 @@ class Registry:
             service, created = (current or Service(name)).with_heartbeat(host, body, now)
             return service
 
-        return self._apply("upsert-host", name, upsert, if_match, who), host, created
+        return self._apply("upsert-host", name, upsert, expected, who), host, created
 
     def patch_host(
-        self, name: str, key: tuple[str, int], patch: Any, if_match: str | None = None, who: str = "-"
+        self, name: str, key: tuple[str, int], patch: Any, expected: Expected | None = None, who: str = "-"
     ) -> Change:
         validate_name(name)
         # A patch that is invalid whatever the host refused before any precondition
-        # or lookup: bad input is a 400 even when If-Match or the host is wrong too.
+        # or lookup: bad input is a 400 even when the precondition or the host is wrong too.
         patched_host(Host(*key), patch)
         now = self.store.clock()
         return self._apply(
             "patch-host",
             name,
             lambda current: _existing(name, current).with_patched_host(key, patch, now),
-            if_match,
+            expected,
             who,
         )
 
-    def delete_host(self, name: str, key: tuple[str, int], if_match: str | None = None, who: str = "-") -> Change:
+    def delete_host(self, name: str, key: tuple[str, int], expected: Expected | None = None, who: str = "-") -> Change:
         validate_name(name)
         return self._apply(
-            "delete-host", name, lambda current: _existing(name, current).without_host(key), if_match, who
+            "delete-host", name, lambda current: _existing(name, current).without_host(key), expected, who
         )
 
     def seed(self, services: Mapping[str, Any], who: str = "seed") -> list[Change]:

@@ -7,6 +7,7 @@ import pytest
 import yaml
 
 from eds_server import Settings, create_app
+from eds_server.api.state import app_state
 
 HOST = {
     "ip_address": "10.0.0.5",
@@ -237,7 +238,7 @@ V6 = {"ip_address": "[::1]", "port": 8001, "ttl": 30}
 
 
 def registry_of(client):
-    return client.application.extensions["eds"].registry
+    return app_state(client.application).registry
 
 
 def test_upsert_creates_the_service_then_the_host_then_refreshes(client):

@@ -19,7 +19,7 @@ from typing import Any
 
 import yaml
 
-from .model import InvalidInput, Problem, Service, parse_service
+from ..model import InvalidInput, Problem, Service, parse_service
 
 HEADER = (
     "# eds-server registry export. Load it into another server with EDS_SEED_FILE=<this file>\n"

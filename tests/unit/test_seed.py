@@ -110,7 +110,7 @@ def test_a_seed_over_the_host_limit_is_refused(store):
 
 
 def test_the_readme_seed_example_is_a_valid_seed_file(tmp_path):
-    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
     [example] = [b for b in re.findall(r"```yaml\n(.*?)```", readme, re.DOTALL) if b.startswith("services:")]
     path = write(tmp_path, "seed.yaml", example)
     services = load_settings([], environ={"EDS_SEED_FILE": path}).services

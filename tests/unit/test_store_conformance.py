@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from eds_server.model import Host, LimitExceeded, NotFound, PreconditionFailed, Service, parse_host
+from eds_server.model import Expected, Host, LimitExceeded, NotFound, PreconditionFailed, Service, parse_host
 from eds_server.registry import Limits, Registry
 from eds_server.store import ClientRow, open_store
 from eds_server.xds import version_of
@@ -70,16 +70,17 @@ def test_an_exception_in_the_mutation_writes_nothing(store):
     assert store.version("svc") == before
 
 
-def test_if_match(store):
+def test_an_expected_state_is_checked_inside_the_atomic_step(store):
     put(store, "svc", host("10.0.0.1"))
     etag = store.get("svc").etag
-    store.update("svc", lambda s: s.with_host(host("10.0.0.2"))[0], if_match=f'"{etag}"')
-    with pytest.raises(PreconditionFailed):
-        store.update("svc", lambda s: s.with_host(host("10.0.0.3"))[0], if_match=f'"{etag}"')
+    store.update("svc", lambda s: s.with_host(host("10.0.0.2"))[0], Expected(etags=frozenset({etag})))
+    with pytest.raises(PreconditionFailed) as refused:
+        store.update("svc", lambda s: s.with_host(host("10.0.0.3"))[0], Expected(etags=frozenset({etag})))
+    assert refused.value.current_etag == store.get("svc").etag != etag
     assert len(store.get("svc").hosts) == 2
     with pytest.raises(PreconditionFailed):
-        store.update("absent", lambda s: Service("absent"), if_match="*")
-    store.update("svc", lambda s: s, if_match="*")
+        store.update("absent", lambda s: Service("absent"), Expected(exists=True))
+    store.update("svc", lambda s: s, Expected(exists=True))
 
 
 def test_expiry_removes_only_hosts_past_their_ttl(store, clock):

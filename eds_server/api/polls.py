@@ -16,13 +16,14 @@ from http import HTTPStatus
 from time import perf_counter
 
 import orjson
-from flask import Response, current_app, request
+from flask import Response, request
 from flask_restx import Namespace, Resource, fields
 
 from ..model import NAME_PATTERN, InvalidInput, Problem, RegistryError, validate_name
 from ..store import StoreUnavailable
-from ..xds.discovery import MAX_RESOURCE_NAMES, ParsedPerConnection
-from ..xds.render import TYPE_URLS, V2, V3, v1_registration
+from ..xds.render import v1_registration
+from ..xds.request import MAX_RESOURCE_NAMES, ParsedPerConnection
+from ..xds.resources import PATH_OF, POLL_PATHS, REGISTRATION_V1_PATH, TYPE_URLS, V2, V3
 from .common import (
     TOO_LARGE,
     error_body,
@@ -32,12 +33,12 @@ from .common import (
     store_unavailable_message,
     too_large_message,
 )
+from .state import AppState, app_state
 
 ns = Namespace("discovery", description="What Envoy polls (REST-JSON xDS)", path="/")
 log = logging.getLogger("eds_server.discovery")
 ns.add_model(error_model.name, error_model)
 
-POLL_PATHS = {"/v3/discovery:endpoints": V3, "/v2/discovery:endpoints": V2}
 JSON_HEADERS = [("Content-Type", "application/json")]
 
 
@@ -69,12 +70,13 @@ def read_body(environ: dict, limit: int) -> bytes:
 class PollRoutes:
     """WSGI middleware: POSTs to the discovery paths are answered here, everything else goes on to Flask."""
 
-    def __init__(self, app, services):
+    def __init__(self, app, state: AppState):
         self.app = app
-        self.services = services
-        self.max_body_bytes = services.settings.max_body_bytes
-        self.max_hold = services.settings.long_poll_max_hold
-        self.hold_margin = services.settings.long_poll_margin
+        self.core = state.core
+        self.metrics = state.metrics
+        self.max_body_bytes = state.settings.max_body_bytes
+        self.max_hold = state.settings.long_poll_max_hold
+        self.hold_margin = state.settings.long_poll_margin
         self.parser = ParsedPerConnection()
 
     def __call__(self, environ, start_response):
@@ -88,15 +90,13 @@ class PollRoutes:
     def respond(self, api: str, environ: dict) -> tuple[str, list[tuple[str, str]], bytes]:
         """One poll: (status line, headers, body). Bad input is a JSON 4xx, never a 500."""
         started = perf_counter()
-        services = self.services
         try:
             # gunicorn hands the app the client's socket: it lives as long as the connection.
             # (The body is not kept in a local: a held poll would keep its 77 KB.)
             poll = self.parser.parse(api, read_body(environ, self.max_body_bytes), environ.get("gunicorn.socket"))
             # gunicorn's access log line carries the node (see logs.py).
             environ["eds.node"] = poll.node_id
-            answer = services.discovery.answer(poll, self.hold_for(environ), services.clients.sent_version(poll))
-            services.clients.saw(poll, answer)
+            answer = self.core.poll(poll, self.hold_for(environ))
             status, body = answer.status, answer.body
             # An explicit length spares both sides chunked framing.
             headers = [*JSON_HEADERS, ("Content-Length", str(len(body)))] if status == 200 else []
@@ -110,7 +110,7 @@ class PollRoutes:
         except StoreUnavailable as error:
             log.warning("store unavailable on poll: %s", error)
             status, headers, body = 503, JSON_HEADERS, orjson.dumps({"message": store_unavailable_message(error)})
-        services.metrics.poll_answered(api, status, started, answer.held if status < 400 else 0.0)
+        self.metrics.poll_answered(api, status, started, answer.held if status < 400 else 0.0)
         return STATUS_LINES[status], headers, body
 
     def hold_for(self, environ: dict) -> float:
@@ -135,7 +135,7 @@ class PollRoutes:
 
 
 def _answer_in_flask(api: str) -> Response:
-    status, headers, body = current_app.extensions["eds"].polls.respond(api, request.environ)
+    status, headers, body = app_state().polls.respond(api, request.environ)
     return Response(body, status=int(status[:3]), headers=headers)
 
 
@@ -184,7 +184,7 @@ v1_model = ns.model("RegistrationV1", {"hosts": fields.List(fields.Nested(v1_hos
 BAD_REQUEST = (400, "not a DiscoveryRequest: the field and the rule are named", error_model)
 
 
-@ns.route("/v3/discovery:endpoints")
+@ns.route(PATH_OF[V3])
 class DiscoveryV3(Resource):
     @ns.doc("discovery_v3")
     @ns.expect(request_model, validate=False)
@@ -197,7 +197,7 @@ class DiscoveryV3(Resource):
         return _answer_in_flask(V3)
 
 
-@ns.route("/v2/discovery:endpoints")
+@ns.route(PATH_OF[V2])
 class DiscoveryV2(Resource):
     @ns.doc("discovery_v2")
     @ns.expect(request_model, validate=False)
@@ -210,7 +210,7 @@ class DiscoveryV2(Resource):
         return _answer_in_flask(V2)
 
 
-@ns.route("/v1/registration/<string:name>")
+@ns.route(REGISTRATION_V1_PATH + "/<string:name>")
 @ns.param("name", "service name", pattern=NAME_PATTERN.pattern)
 class RegistrationV1(Resource):
     @ns.doc("registration_v1")
@@ -219,4 +219,4 @@ class RegistrationV1(Resource):
     def get(self, name):
         """The v1 SDS call of the tutorial's REST_LEGACY note."""
         validate_name(name)
-        return v1_registration(current_app.extensions["eds"].registry.store.get(name))
+        return v1_registration(app_state().registry.get(name))

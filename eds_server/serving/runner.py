@@ -9,17 +9,17 @@ from typing import Any
 
 from gunicorn.app.base import BaseApplication
 
+from ..api.auth import writes_open_warning
+from ..api.state import app_state
+from ..app import create_app, registry_for
+from ..settings import Settings
+from ..store import Store, open_store
+from ..telemetry.metrics import FLUSH_INTERVAL as METRICS_FLUSH_INTERVAL
+from ..telemetry.metrics import enable_multiprocess, worker_gone
+from ..xds import version_of
 from . import logs
-from .api.auth import writes_open_warning
-from .app import create_app, registry_for
-from .background import Periodic
-from .gunicorn_conf import gunicorn_options
-from .metrics import FLUSH_INTERVAL as METRICS_FLUSH_INTERVAL
-from .metrics import enable_multiprocess, worker_gone
-from .settings import Settings
-from .store import Store, open_store
-from .sweeper import sweeper
-from .xds import version_of
+from .background import Periodic, ttl_sweeper
+from .gunicorn_options import gunicorn_options
 
 log = logging.getLogger("eds_server")
 
@@ -47,22 +47,22 @@ class Server(BaseApplication):
         return self.app
 
     def _post_worker_init(self, worker) -> None:
-        services = worker.wsgi.extensions["eds"]
+        state = app_state(worker.wsgi)
         worker.background = [
-            sweeper(services.registry, self.settings.sweep_interval).start(),
-            Periodic("eds-clients-flush", self.settings.clients_flush_interval, services.clients.flush).start(),
-            Periodic("eds-metrics-flush", METRICS_FLUSH_INTERVAL, services.metrics.flush).start(),
+            ttl_sweeper(state.registry, self.settings.sweep_interval).start(),
+            Periodic("eds-clients-flush", self.settings.clients_flush_interval, state.core.clients.flush).start(),
+            Periodic("eds-metrics-flush", METRICS_FLUSH_INTERVAL, state.metrics.flush).start(),
         ]
 
     @staticmethod
     def _worker_exit(server, worker) -> None:
         for task in getattr(worker, "background", ()):
             task.stop()
-        services = getattr(worker, "wsgi", None) and worker.wsgi.extensions["eds"]
-        if services:
-            services.metrics.flush()
+        state = getattr(worker, "wsgi", None) and app_state(worker.wsgi)
+        if state:
+            state.metrics.flush()
             try:
-                services.clients.flush()
+                state.core.clients.flush()
             except Exception as error:  # the clients view loses at most this worker's last second
                 log.warning("clients view: last flush failed: %s", error)
 

@@ -63,45 +63,45 @@ def outcome(status: int) -> str:
 
 class Metrics:
     def __init__(self) -> None:
-        self.registry = CollectorRegistry()
+        self.collectors = CollectorRegistry()
         self.polls = Counter(
             "eds_polls",
             "Discovery polls answered, by API and outcome (200, 304, 4xx, 5xx)",
             ["api", "outcome"],
-            registry=self.registry,
+            registry=self.collectors,
         )
         self.poll_seconds = Histogram(
             "eds_poll_duration_seconds",
             "Time to answer a poll (not counting time held)",
             ["api"],
             buckets=POLL_BUCKETS,
-            registry=self.registry,
+            registry=self.collectors,
         )
         self.writes = Counter(
             "eds_writes",
             "Registry writes, by operation and outcome (HTTP status)",
             ["operation", "outcome"],
-            registry=self.registry,
+            registry=self.collectors,
         )
         self.write_seconds = Histogram(
             "eds_write_duration_seconds",
             "Time to answer a registry write",
             ["operation"],
             buckets=WRITE_BUCKETS,
-            registry=self.registry,
+            registry=self.collectors,
         )
         self.held = Gauge(
             "eds_polls_held",
             "Polls held right now, waiting for a change (long-poll)",
             multiprocess_mode="livesum",
-            registry=self.registry,
+            registry=self.collectors,
         )
         self.hold_seconds = Histogram(
             "eds_poll_hold_seconds",
             "How long held polls were held",
             ["api"],
             buckets=HOLD_BUCKETS,
-            registry=self.registry,
+            registry=self.collectors,
         )
         self._lock = threading.Lock()
         self._unwritten = _PollFigures()
@@ -140,7 +140,7 @@ class Metrics:
         if MULTIPROCESS_DIR in os.environ:
             multiprocess.MultiProcessCollector(scrape)
         else:
-            scrape.register(self.registry)
+            scrape.register(self.collectors)
         scrape.register(_Live(live))
         return generate_latest(scrape)
 

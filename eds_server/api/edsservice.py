@@ -1,10 +1,10 @@
-"""`/edsservice`: the registry API of SPEC section 3 (the classic tutorial's calls)."""
+"""`/edsservice`: the registry API (the classic tutorial's calls; docs/PROTOCOL.md)."""
 
 from __future__ import annotations
 
 from time import perf_counter
 
-from flask import Flask, Response, current_app, g, request, url_for
+from flask import Flask, Response, g, request, url_for
 from flask_restx import Namespace, Resource, fields
 
 from ..model import (
@@ -27,11 +27,12 @@ from ..model.host import (
     MIN_SECONDS,
 )
 from ..model.service import MAX_OVERPROVISIONING_FACTOR, MAX_STALE_AFTER_SECONDS
-from ..seed import export
+from ..registry import export
 from ..store import Change
 from ..xds import version_of
 from .auth import READ_SECURITY, WRITE_SECURITY
-from .common import AUTH_RESPONSES, TOO_LARGE, caller, error_model, nullable, read_json, registry
+from .common import AUTH_RESPONSES, TOO_LARGE, caller, error_model, expected_state, nullable, read_json
+from .state import app_state
 
 ns = Namespace("edsservice", description="Services and their upstream hosts", path="/edsservice")
 
@@ -166,12 +167,12 @@ def measure_writes(app: Flask) -> None:
         rule = request.url_rule
         operation = WRITE_OPERATIONS.get((request.method, rule.rule if rule else None))
         if operation is not None:
-            current_app.extensions["eds"].metrics.write_answered(operation, response.status_code, g.started)
+            app_state().metrics.write_answered(operation, response.status_code, g.started)
         return response
 
 
 def service_body(service: Service, version: str | None = None) -> dict:
-    body = service.to_view(registry().store.clock())
+    body = service.to_view(app_state().registry.now())
     # The version of this very state (a write's own, or computed), never read
     # again: a write landing in between would pair these hosts with another's.
     body["version"] = version or version_of(service.name, service)
@@ -226,7 +227,7 @@ class ServiceList(Resource):
         wanted = request.args.get("format", "json")
         if wanted not in EXPORT_FORMATS:
             raise InvalidInput([Problem("format", wanted, f"must be one of {', '.join(EXPORT_FORMATS)}")])
-        services = registry().store.services()
+        services = app_state().registry.services()
         if wanted == "yaml":
             return Response(export(services), content_type="application/yaml; charset=utf-8")
         return [service_body(s) for s in services]
@@ -243,7 +244,7 @@ class ServiceItem(Resource):
     def get(self, name):
         """One service with its hosts."""
         validate_name(name)
-        service = registry().store.get(name)
+        service = app_state().registry.get(name)
         if service is None:
             raise NotFound(f"service {name!r} does not exist")
         return service_body(service), 200, etag(service)
@@ -256,7 +257,7 @@ class ServiceItem(Resource):
     @ns.response(412, "If-Match was given: a service that does not exist matches no ETag", error_model)
     def post(self, name):
         """Create a service with its hosts."""
-        return answer(registry().create(name, read_json(), request.headers.get("If-Match"), who=caller()))
+        return answer(app_state().registry.create(name, read_json(), expected_state(), who=caller()))
 
     @ns.response(*TOO_LARGE)
     @ns.doc("replace_service", params=IF_MATCH_DOC, security=WRITE_SECURITY)
@@ -266,7 +267,7 @@ class ServiceItem(Resource):
     @ns.response(412, "If-Match did not match: the service changed meanwhile", error_model)
     def put(self, name):
         """Create a service or replace its whole host list (`{"hosts": []}` empties it)."""
-        return answer(registry().replace(name, read_json(), request.headers.get("If-Match"), who=caller()))
+        return answer(app_state().registry.replace(name, read_json(), expected_state(), who=caller()))
 
     @ns.doc("delete_service", params=IF_MATCH_DOC, security=WRITE_SECURITY)
     @ns.response(204, "deleted; Envoy is told the service has no endpoints")
@@ -274,7 +275,7 @@ class ServiceItem(Resource):
     @ns.response(412, "If-Match did not match", error_model)
     def delete(self, name):
         """Remove a service."""
-        return answer(registry().delete(name, request.headers.get("If-Match"), who=caller()))
+        return answer(app_state().registry.delete(name, expected_state(), who=caller()))
 
 
 @ns.route("/<string:name>/hosts")
@@ -290,7 +291,7 @@ class HostList(Resource):
     @ns.response(412, "If-Match did not match", error_model)
     def post(self, name):
         """Add or refresh one host, keyed by ip_address and port: a registration or a heartbeat."""
-        change, host, created = registry().upsert_host(name, read_json(), request.headers.get("If-Match"), who=caller())
+        change, host, created = app_state().registry.upsert_host(name, read_json(), expected_state(), who=caller())
         return answer(change, created, location=f"{service_url(name)}/hosts/{host.endpoint}")
 
 
@@ -309,8 +310,8 @@ class HostItem(Resource):
     def patch(self, name, endpoint):
         """Change some fields of one host (JSON merge patch: null removes a field)."""
         return answer(
-            registry().patch_host(
-                name, parse_endpoint(endpoint), read_json(), request.headers.get("If-Match"), who=caller()
+            app_state().registry.patch_host(
+                name, parse_endpoint(endpoint), read_json(), expected_state(), who=caller()
             )
         )
 
@@ -318,5 +319,5 @@ class HostItem(Resource):
     @ns.response(204, "removed; the ETag header names the service's new state")
     def delete(self, name, endpoint):
         """Remove one host (the service stays, with the hosts left)."""
-        change = registry().delete_host(name, parse_endpoint(endpoint), request.headers.get("If-Match"), who=caller())
+        change = app_state().registry.delete_host(name, parse_endpoint(endpoint), expected_state(), who=caller())
         return "", 204, etag(change.after)

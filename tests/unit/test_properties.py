@@ -24,11 +24,11 @@ from hypothesis import strategies as st
 
 from eds_server.model import HEALTH_STATUSES, InvalidInput, parse_host, parse_service
 from eds_server.model.host import MAX_PRIORITY, MAX_WEIGHT
-from eds_server.xds.discovery import parse_request
-from eds_server.xds.render import TYPE_URLS, V2, V3, assignment, discovery_response, version_of
-
-from .conftest import load_fixture
-from .pgv import constraints, violations
+from eds_server.xds.render import assignment, discovery_response, version_of
+from eds_server.xds.request import parse_request
+from eds_server.xds.resources import TYPE_URLS, V2, V3
+from tests.helpers.captured import load_fixture
+from tests.helpers.pgv import constraints, violations
 
 PROTOS = {
     V3: (discovery_pb2.DiscoveryResponse, discovery_pb2.DiscoveryRequest, endpoint_pb2.ClusterLoadAssignment),

@@ -18,8 +18,7 @@ from envoy.service.discovery.v3 import discovery_pb2
 from google.protobuf import json_format
 
 from scripts.processes import REPO, start, stop, wait_until
-
-from .listing import registry_listing
+from tests.helpers.listing import registry_listing
 
 V3_TYPE = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment"
 EXPIRE_LINE = re.compile(r"expire service=(\S+) hosts=(\S+) version=(\S+)->(\S+)")

@@ -3,9 +3,8 @@
 import requests
 
 from scripts.processes import wait_until
-
-from .listing import registry_listing
-from .test_server_process import add_host, assert_the_next_poll_serves_every_write, endpoints, poll
+from tests.helpers.listing import registry_listing
+from tests.process.test_server_process import add_host, assert_the_next_poll_serves_every_write, endpoints, poll
 
 
 def test_a_write_on_one_replica_is_served_by_the_other_on_its_next_poll(eds_server, redis_url):

@@ -5,6 +5,7 @@ import json
 import pytest
 
 from eds_server import Settings, create_app
+from eds_server.api.state import app_state
 from eds_server.store import open_store
 from eds_server.xds import version_of
 
@@ -156,7 +157,7 @@ def test_an_invalid_patch_is_400_before_any_precondition(client):
 def test_the_answer_cache_keeps_one_answer_per_request_however_many_writes(app, client):
     # Every answer is the current version, so an older one is dead weight: a worker
     # that kept each version would grow with every write (the soak measures it).
-    discovery = app.extensions["eds"].discovery
+    discovery = app_state(app).core
     for port in range(1, 51):
         client.post("/edsservice/web/hosts", json={"ip_address": "10.0.0.1", "port": port})
         for names in (["web"], ["web", "api"]):

@@ -6,7 +6,7 @@ import subprocess
 
 import pytest
 
-from .conftest import tutorial_text
+from tests.helpers.captured import tutorial_text
 
 CURL = re.compile(
     r'curl -X (?:GET|POST|PUT) .*?http://localhost:8080/edsservice/myservice"?(?: -H "[^"]*")?', re.DOTALL

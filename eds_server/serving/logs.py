@@ -13,7 +13,7 @@ from gunicorn import glogging
 from pythonjsonlogger.json import JsonFormatter
 
 TEXT_FORMAT = "[%(asctime)s] [%(process)d] [%(levelname)s] %(name)s: %(message)s"
-# `eds.node` is put in the WSGI environ by the poll route (api/discovery.py).
+# `eds.node` is put in the WSGI environ by the poll route (api/polls.py).
 ACCESS_FORMAT = '%(h)s "%(r)s" %(s)s %(B)s %(M)sms node=%({eds.node}e)s'
 JSON_FIELDS = "%(asctime)s %(levelname)s %(name)s %(process)d %(message)s"
 

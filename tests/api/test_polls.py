@@ -11,9 +11,10 @@ from envoy.config.endpoint.v3 import endpoint_pb2
 from envoy.service.discovery.v3 import discovery_pb2
 from google.protobuf import json_format
 
+from eds_server.api.state import app_state
 from eds_server.model import InvalidInput
-from eds_server.xds import discovery
-from eds_server.xds.discovery import ParsedPerConnection
+from eds_server.xds import request as discovery_request
+from eds_server.xds.request import ParsedPerConnection
 
 V3_TYPE = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment"
 V2_TYPE = "type.googleapis.com/envoy.api.v2.ClusterLoadAssignment"
@@ -257,8 +258,10 @@ class Connection:
 
 def test_a_body_re_sent_on_its_connection_is_not_parsed_again(monkeypatch, envoy_poll):
     parsed = []
-    parse_request = discovery.parse_request
-    monkeypatch.setattr(discovery, "parse_request", lambda api, body: parsed.append(body) or parse_request(api, body))
+    parse_request = discovery_request.parse_request
+    monkeypatch.setattr(
+        discovery_request, "parse_request", lambda api, body: parsed.append(body) or parse_request(api, body)
+    )
     parser, first_connection, other_connection = ParsedPerConnection(), Connection(), Connection()
     body = json.dumps(envoy_poll["body"]).encode()
 
@@ -287,8 +290,10 @@ def test_a_body_re_sent_on_its_connection_is_not_parsed_again(monkeypatch, envoy
 def test_polls_are_read_per_connection_as_gunicorn_hands_them(client, monkeypatch, envoy_poll):
     """`PollRoutes` keys the memo on the socket gunicorn puts in the environ; without one, every poll is parsed."""
     parsed = []
-    parse_request = discovery.parse_request
-    monkeypatch.setattr(discovery, "parse_request", lambda api, body: parsed.append(body) or parse_request(api, body))
+    parse_request = discovery_request.parse_request
+    monkeypatch.setattr(
+        discovery_request, "parse_request", lambda api, body: parsed.append(body) or parse_request(api, body)
+    )
     body = json.dumps(envoy_poll["body"])
     connection = {"gunicorn.socket": Connection()}
     statuses = [client.post("/v3/discovery:endpoints", data=body, environ_overrides=connection).status_code]
@@ -298,7 +303,7 @@ def test_polls_are_read_per_connection_as_gunicorn_hands_them(client, monkeypatc
 
 
 def test_a_poll_body_over_the_limit_is_413_json(client):
-    limit = client.application.extensions["eds"].settings.max_body_bytes
+    limit = app_state(client.application).settings.max_body_bytes
     response = client.post(
         "/v3/discovery:endpoints", data=b'{"resource_names": ["web"], "node": {"id": "' + b"x" * limit + b'"}}'
     )

@@ -6,7 +6,8 @@ import logging
 import threading
 from collections.abc import Callable
 
-from .store import StoreUnavailable
+from ..registry import Registry
+from ..store import StoreUnavailable
 
 log = logging.getLogger("eds_server.background")
 
@@ -46,3 +47,14 @@ class Periodic:
                 skipping = True
             except Exception:
                 log.exception("%s failed; retrying in %ss", self.name, self.interval)
+
+
+def ttl_sweeper(registry: Registry, interval: float) -> Periodic:
+    """The TTL sweeper: runs `registry.expire()` every `interval` seconds, removing hosts whose heartbeat stopped.
+
+    Every worker runs one; the store re-checks each expiry inside its atomic
+    step, so however many sweep at once, each host is removed exactly once.
+    The first sweep comes one interval after start: the server swept once
+    before its workers started (`runner.start_up`).
+    """
+    return Periodic("eds-ttl-sweeper", interval, registry.expire)

@@ -1,29 +1,20 @@
-"""REST discovery: one DiscoveryRequest in, one answer out (SPEC section 5).
+"""Reading a REST DiscoveryRequest: the few fields an answer needs, and every malformed body refused.
 
-An up-to-date poll costs one version read per requested name and no
-rendering; a changed one is rendered once per (API, names, version) and
-served from memory after that.
+Reading is apart from answering (xds/core.py): a gRPC stream hands the core
+the same `DiscoveryRequest`, read from protobuf instead of JSON.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import threading
-import time
 import weakref
-from collections import OrderedDict
-from collections.abc import Callable
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import Any
 
 import simdjson
 import xxhash
 
 from ..model import InvalidInput, Problem, validate_name
-from ..store import Store
-from .holds import Holds
-from .render import TYPE_URLS, V2, V3, assignment, combined_version, discovery_response, version_of
+from .resources import TYPE_URLS, V2, V3
 
 # The fields of DiscoveryRequest and of its Node, with their JSON types, per API:
 # v2 has no resource_locators nor Node.dynamic_parameters, v3 dropped Node.build_version.
@@ -65,14 +56,6 @@ class DiscoveryRequest:
     node_id: str
     node_cluster: str
     envoy_version: str
-
-
-@dataclass(frozen=True)
-class Answer:
-    status: int  # 200 or 304
-    body: bytes
-    version: str
-    held: float = 0.0  # seconds the poll was held before this answer
 
 
 def _plain(value: Any) -> Any:
@@ -233,67 +216,3 @@ class ParsedPerConnection:
         request = parse_request(api, body)
         self._last[connection] = (api, digest, request)
         return request
-
-
-@lru_cache(maxsize=4096)
-def empty_version(name: str) -> str:
-    return version_of(name, None)
-
-
-class Discovery:
-    """Answers polls for one worker, keeping the rendered bytes of the current answer to recent requests."""
-
-    def __init__(self, store: Store, cache_size: int = 20000, on_held_count: Callable[[int], None] | None = None):
-        self.store = store
-        self.cache_size = cache_size
-        # One answer per (API, names): the current one. An older version is never
-        # served again (every answer is the current version), so keeping it would
-        # only grow the worker's memory with every write.
-        self._cache: OrderedDict[tuple[str, tuple[str, ...]], tuple[str, bytes]] = OrderedDict()
-        self._lock = threading.Lock()
-        self.holds = Holds(store, self.current_version, *([on_held_count] if on_held_count else []))
-
-    def current_version(self, names: tuple[str, ...]) -> str:
-        return combined_version(self.store.version(n) or empty_version(n) for n in names)
-
-    def answer(self, request: DiscoveryRequest, hold: float = 0.0, sent_version: str | None = None) -> Answer:
-        """The answer to a poll; with `hold` > 0, a poll with nothing new is held up to that many seconds.
-
-        Held: a poll that holds the current version (it would get 304), and a
-        poll from a node that was already sent the current version but still
-        reports another (it rejected it: answering at once would have it poll
-        again at once, in a tight loop). Either is answered as soon as the
-        version changes, else when the hold ends (304, or the current version
-        re-sent to the node that rejected it).
-        """
-        version = self.current_version(request.names)
-        held = 0.0
-        if hold > 0 and request.version_info is not None and version in (request.version_info, sent_version):
-            started = time.monotonic()
-            self.holds.wait(request.names, version, hold)
-            held = time.monotonic() - started
-            version = self.current_version(request.names)
-        # Never 304 a poll without version_info: Envoy holds nothing yet.
-        if request.version_info is not None and request.version_info == version:
-            return Answer(304, b"", version, held)
-        key = (request.api, request.names)
-        with self._lock:
-            cached = self._cache.get(key)
-            if cached is not None and cached[0] == version:
-                self._cache.move_to_end(key)
-                return Answer(200, cached[1], version, held)
-        return dataclasses.replace(self._render(request), held=held)
-
-    def _render(self, request: DiscoveryRequest) -> Answer:
-        services = [(name, self.store.get(name)) for name in request.names]
-        # The version is taken from the services actually read, not the one
-        # compared above, so the cached bytes always match their key even
-        # when a write lands in between.
-        version = combined_version(version_of(name, service) for name, service in services)
-        body = discovery_response(request.api, [assignment(name, service) for name, service in services], version)
-        with self._lock:
-            self._cache[(request.api, request.names)] = (version, body)
-            self._cache.move_to_end((request.api, request.names))
-            while len(self._cache) > self.cache_size:
-                self._cache.popitem(last=False)
-        return Answer(200, body, version)

@@ -1,0 +1,5 @@
+"""Serving: the process model (gunicorn master, gevent workers), start-up, shutdown, background tasks, log formats."""
+
+from .runner import serve
+
+__all__ = ["serve"]
