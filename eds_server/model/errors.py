@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
+import reprlib
 from dataclasses import dataclass
 from typing import Any
+
+# How a refused value is quoted in a message: whole when short, cut (with "...") when a client
+# sent a megabyte of it or nested it deep, so that a message and its log line stay readable.
+_quoted = reprlib.Repr()
+_quoted.maxlevel, _quoted.maxdict, _quoted.maxlist, _quoted.maxtuple = 4, 8, 8, 8
+_quoted.maxstring, _quoted.maxlong, _quoted.maxother = 160, 60, 160
 
 
 @dataclass(frozen=True)
@@ -15,7 +22,7 @@ class Problem:
     rule: str
 
     def __str__(self) -> str:
-        return f"{self.field}: {self.value!r} {self.rule}"
+        return f"{self.field}: {_quoted.repr(self.value)} {self.rule}"
 
     def as_dict(self) -> dict[str, Any]:
         return {"field": self.field, "value": self.value, "rule": self.rule}

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from .errors import InvalidInput, Problem, check
+from .values import text_problem, value_problem
 
 HEALTH_STATUSES = ("UNKNOWN", "HEALTHY", "UNHEALTHY", "DRAINING", "TIMEOUT", "DEGRADED")
 LOCALITY_TAGS = ("region", "az", "sub_zone")
@@ -212,6 +213,10 @@ def _label(tags: Mapping[str, Any], name: str, where: str, problems: list[Proble
     if not isinstance(value, str) or len(value) > MAX_LABEL_LENGTH:
         problems.append(Problem(f"{where}.{name}", value, f"must be a string of at most {MAX_LABEL_LENGTH} characters"))
         return ""
+    problem = text_problem(value, f"{where}.{name}")
+    if problem is not None:
+        problems.append(problem)
+        return ""
     return value
 
 
@@ -285,6 +290,8 @@ def parse_host(data: Any, where: str = "host") -> Host:
     if not isinstance(metadata, Mapping):
         problems.append(Problem(f"{where}.metadata", metadata, "must be a JSON object"))
         metadata = {}
+    elif (problem := value_problem(dict(metadata), f"{where}.metadata")) is not None:
+        problems.append(problem)
     else:
         for key in RESERVED_METADATA_KEYS:
             if key in metadata:
