@@ -6,10 +6,10 @@ from flask import Flask
 from flask_restx import Api
 
 from .api import auth, console, edsservice, ops, polls
-from .api.common import register_error_handlers
+from .api.common import EdsFlask, register_error_handlers, require_json_bodies
 from .api.state import AppState
 from .registry import Limits, Registry
-from .settings import Settings
+from .settings import Settings, trusted_networks
 from .store import Store, open_store
 from .telemetry import Metrics
 from .xds import DiscoveryCore, version_of
@@ -25,7 +25,7 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
     """Build the WSGI app. Opens the store named by `settings.store` unless one is given."""
     settings = settings or Settings()
     store = store or open_store(settings.store, version_of)
-    app = Flask("eds_server")
+    app = EdsFlask("eds_server")
     app.config.update(
         MAX_CONTENT_LENGTH=settings.max_body_bytes,
         RESTX_MASK_SWAGGER=False,
@@ -38,6 +38,7 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
         registry=registry_for(settings, store),
         core=DiscoveryCore(store, cache_size=settings.response_cache_size, on_held_count=metrics.held_count),
         metrics=metrics,
+        trusted_proxies=trusted_networks(settings),
     )
     state.install(app)
     # Envoy's polls are answered in front of Flask (see api/polls.py).
@@ -55,6 +56,7 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
     # Before auth: a write refused for its token is timed and counted too.
     edsservice.measure_writes(app)
     auth.install(app, auth.Tokens.from_settings(settings))
+    require_json_bodies(app)
     register_error_handlers(app, api)
     api.add_namespace(edsservice.ns)
     api.add_namespace(polls.ns)

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import ipaddress
+import math
 import os
 import ssl
 from collections.abc import Mapping, Sequence
@@ -60,6 +62,15 @@ class Settings:
     # Seed data: the config file's services: key plus the seed file's,
     # {service name: {"hosts": [...], "policy": {...}}}; created at start-up when missing.
     services: dict[str, Any] = field(default_factory=dict)
+    # Hardening (README, Limits and bad input).
+    # Addresses or networks of the proxies in front of this server: only from them is
+    # X-Forwarded-For believed (who made a change, in the log), and gunicorn's scheme headers.
+    trusted_proxies: list[str] = field(default_factory=list)
+    # Rows the clients view keeps in all, and per Envoy node; past them the least recently polled go.
+    clients_max_rows: int = 10_000
+    clients_max_rows_per_node: int = 1_000
+    # Seconds a request may go without a byte of its body arriving before its connection is closed (408).
+    body_read_timeout: float = 30.0
 
 
 # The flags of `python -m eds_server`; every one also reads EDS_<NAME> from the environment.
@@ -82,6 +93,22 @@ class SettingsError(ValueError):
     pass
 
 
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def trusted_networks(settings: Settings) -> tuple[Network, ...]:
+    """The trusted proxies as networks (`10.0.0.7` is `10.0.0.7/32`); SettingsError names a bad one."""
+    parsed = []
+    for address in settings.trusted_proxies:
+        try:
+            parsed.append(ipaddress.ip_network(address, strict=False))
+        except ValueError:
+            raise SettingsError(
+                f"trusted_proxies: {address!r} is not an IP address or network (such as 10.0.0.7 or 10.1.0.0/16)"
+            ) from None
+    return tuple(parsed)
+
+
 def _coerce(name: str, raw: Any, kind: type) -> Any:
     if kind is bool:
         if isinstance(raw, bool):
@@ -99,10 +126,13 @@ def _coerce(name: str, raw: Any, kind: type) -> Any:
         return [text for text in (str(item).strip() for item in items) if text]
     if kind in (int, float):
         try:
-            return kind(raw)
-        except (TypeError, ValueError):
+            number = kind(raw)
+            if not math.isfinite(number):
+                raise ValueError(raw)
+            return number
+        except (TypeError, ValueError, OverflowError):
             raise SettingsError(
-                f"setting {name}: {raw!r} is not {'an integer' if kind is int else 'a number'}"
+                f"setting {name}: {raw!r} is not {'an integer' if kind is int else 'a finite number'}"
             ) from None
     return raw if raw is None or kind is dict else str(raw)
 
@@ -240,6 +270,11 @@ def validate(settings: Settings) -> None:
         raise SettingsError("max_services and max_hosts_per_service must be at least 1")
     if settings.api_token_file:
         read_token_file(settings.api_token_file)
+    trusted_networks(settings)
+    if settings.clients_max_rows < 1 or settings.clients_max_rows_per_node < 1:
+        raise SettingsError("clients_max_rows and clients_max_rows_per_node must be at least 1")
+    if settings.body_read_timeout <= 0:
+        raise SettingsError(f"body_read_timeout {settings.body_read_timeout}: must be more than 0 seconds")
     _check_tls(settings)
     if settings.max_body_bytes < 128 * 1024:
         raise SettingsError(

@@ -1,9 +1,18 @@
-"""What every namespace of the HTTP layer shares: reading bodies, mapping errors."""
+"""What every namespace of the HTTP layer shares: reading bodies, who called, mapping errors.
+
+Every request body is read here (`read_body`), for the registry API through
+Flask and for Envoy's polls alike, so one reader bounds them all: by
+`max_body_bytes` whether the client declared a length or sent chunks, and by
+what JSON the registry can hold (`read_json`).
+"""
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import logging
+import math
+import re
 from typing import Any
 
 from flask import Flask, current_app, request
@@ -20,7 +29,11 @@ from ..model import (
     Problem,
     RegistryError,
 )
+from ..model.values import lone_surrogate_problem
+from ..settings import Network
 from ..store import CommitOutcomeUnknown, StoreUnavailable
+from ..xds.resources import POLL_PATHS
+from .state import app_state
 
 log = logging.getLogger("eds_server.http")
 refusals = logging.getLogger("eds_server.refusals")
@@ -55,6 +68,7 @@ AUTH_RESPONSES = {
     403: ("the bearer token is not accepted for this call", error_model),
 }
 TOO_LARGE = (413, "the request body is over max_body_bytes; nothing was changed", error_model)
+NOT_JSON = (415, "the body is not sent as Content-Type: application/json; nothing was changed", error_model)
 
 STATUS_OF = {
     InvalidInput: 400,
@@ -65,39 +79,191 @@ STATUS_OF = {
 }
 
 
+# The deepest a request body may nest arrays and objects: a service body holds
+# hosts holding metadata (itself at most model.values.MAX_DEPTH deep), and
+# nothing that walks a body afterwards (merge patches, error messages) meets
+# a recursion limit.
+MAX_BODY_DEPTH = 64
+# A lone surrogate can only come from a \uD800-\uDFFF escape (UTF-8 input cannot hold one).
+SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+JSON_MEDIA_TYPE = re.compile(r"^application/([a-z0-9.+-]+\+)?json\s*(;.*)?$", re.IGNORECASE)
+# Set in the WSGI environ by an answer after which the connection must close; the server
+# (serving/worker.py) acts on it, as a WSGI app's own Connection header is ignored.
+CLOSE_CONNECTION = "eds.close_connection"
+
+
+class BodyRefused(Exception):
+    """A request body that is not read to its end: too large, too slow, or broken on the wire.
+
+    What is left of it on the connection cannot be told from the next
+    request, so the answer closes the connection.
+    """
+
+    status = 400
+
+    def __init__(self, message: str):
+        super().__init__(message)
+        self.message = message
+
+
+class BodyTooLarge(BodyRefused):
+    status = 413
+
+
+class BodyTimedOut(BodyRefused):
+    status = 408
+
+
+def read_body(environ: dict, limit: int) -> bytes:
+    """The request body, refused past `limit` bytes (declared or chunked) without reading more than that."""
+    stream = environ["wsgi.input"]
+    declared = environ.get("CONTENT_LENGTH")
+    if declared:
+        # Digits only: int() would also take " 12", "+12", "1_000" or "-1" (read all).
+        if not (declared.isascii() and declared.isdigit()):
+            raise BodyRefused(f"Content-Length {declared[:40]!r} is not a number of bytes")
+        if len(declared) > len(str(limit)) or int(declared) > limit:
+            raise BodyTooLarge(too_large_message(limit))
+        wanted = int(declared)
+    else:
+        wanted = limit + 1  # chunked, or no length: one byte past the limit tells an oversized body
+    try:
+        body = stream.read(wanted)
+    except TimeoutError:
+        raise BodyTimedOut(
+            "the request body stopped arriving (setting body_read_timeout, EDS_BODY_READ_TIMEOUT); "
+            "nothing was changed"
+        ) from None
+    except Exception as error:  # the server's reader: a broken chunked encoding, a client gone mid-body
+        raise BodyRefused(f"the request body could not be read: {error}") from None
+    if len(body) > limit:
+        raise BodyTooLarge(too_large_message(limit))
+    return body
+
+
+def _finite(literal: str) -> float:
+    number = float(literal)
+    if not math.isfinite(number):
+        raise InvalidInput([Problem("body", literal, "is a number too large for a double (it would be infinite)")])
+    return number
+
+
 def _refuse_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not valid JSON")
+    raise InvalidInput([Problem("body", name, "is not valid JSON (JSON has no NaN or Infinity)")])
+
+
+def nests_deeper_than(text: str, limit: int) -> bool:
+    """Whether valid JSON `text` nests arrays and objects more than `limit` deep, at C speed.
+
+    Strings are taken out (escaped backslashes and quotes first), then only the
+    brackets are kept, and each pass of replace() removes one innermost level.
+    """
+    if text.count("[") + text.count("{") <= limit:
+        return False
+    skeleton = re.sub(r'"[^"]*"', "", text.replace("\\\\", "").replace('\\"', ""))
+    skeleton = re.sub(r"[^\[\]{}]+", "", skeleton).translate(str.maketrans("[]{}", "()()"))
+    for _ in range(limit):
+        if not skeleton:
+            return False
+        skeleton = skeleton.replace("()", "")
+    return bool(skeleton)
 
 
 def read_json() -> Any:
-    """The request body as JSON; anything else is a 400 naming the parser's line and column."""
-    raw = request.get_data(cache=False)
+    """The request body as JSON the registry can hold; anything else is a 400 that names why.
+
+    Not JSON: the parser's line and column. Numbers past a double (`1e400`)
+    and lone surrogates (`"\\ud800"`) are JSON that nothing after this could
+    store or render, and are refused here too, as is nesting past MAX_BODY_DEPTH.
+    """
+    raw = read_body(request.environ, current_app.config["MAX_CONTENT_LENGTH"])
+    where = f"<{len(raw)} bytes>"
+    too_deep = InvalidInput([Problem("body", where, f"nests arrays or objects more than {MAX_BODY_DEPTH} deep")])
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as error:
-        raise InvalidInput([Problem("body", f"<{len(raw)} bytes>", f"is not UTF-8 (byte {error.start})")]) from None
+        raise InvalidInput([Problem("body", where, f"is not UTF-8 (byte {error.start})")]) from None
     try:
-        return json.loads(text, parse_constant=_refuse_constant)
+        data = json.loads(text, parse_constant=_refuse_constant, parse_float=_finite)
     except json.JSONDecodeError as error:
         hint = " (comments such as // are not allowed in JSON)" if "//" in text else ""
         raise InvalidInput(
             [
                 Problem(
                     "body",
-                    f"<{len(raw)} bytes>",
+                    where,
                     f"is not valid JSON: {error.msg} at line {error.lineno} column {error.colno}{hint}",
                 )
             ]
         ) from None
-    except ValueError as error:
-        raise InvalidInput([Problem("body", f"<{len(raw)} bytes>", f"is not valid JSON: {error}")]) from None
+    except ValueError as error:  # an integer of more digits than Python converts
+        raise InvalidInput([Problem("body", where, f"is not valid JSON: {error}")]) from None
     except RecursionError:
-        raise InvalidInput([Problem("body", f"<{len(raw)} bytes>", "nests arrays or objects too deeply")]) from None
+        raise too_deep from None
+    if nests_deeper_than(text, MAX_BODY_DEPTH):
+        raise too_deep
+    if SURROGATE_ESCAPE.search(text) and (problem := lone_surrogate_problem(data, "body")) is not None:
+        raise InvalidInput([problem])
+    return data
+
+
+def require_json_bodies(app: Flask) -> None:
+    """A write that carries a body must say it is JSON (415 otherwise).
+
+    A web page can make a browser POST text/plain or a form to any address
+    without asking first (no CORS preflight); a JSON content type it cannot
+    send that way. So on a server without tokens, no page an operator visits
+    can write to the registry. Envoy's polls only read: they take any content type.
+    """
+
+    @app.before_request
+    def json_or_refuse():
+        if request.method not in WRITE_METHODS or request.path in POLL_PATHS or not _has_body():
+            return None
+        content_type = request.headers.get("Content-Type", "")
+        if JSON_MEDIA_TYPE.match(content_type.strip()):
+            return None
+        shown = f"Content-Type {content_type[:100]!r}" if content_type else "no Content-Type"
+        log_refusal(request.method, request.path, f"{shown}: not JSON")
+        return {
+            "message": f"{request.method} {request.path} takes a JSON body: send it with "
+            f"'Content-Type: application/json' ({shown} given); nothing was changed"
+        }, 415
+
+
+WRITE_METHODS = frozenset(("POST", "PUT", "PATCH", "DELETE"))
+
+
+def _has_body() -> bool:
+    return bool(request.content_length) or "chunked" in request.headers.get("Transfer-Encoding", "").lower()
+
+
+def _in(address: str, trusted: tuple[Network, ...]) -> bool:
+    try:
+        ip = ipaddress.ip_address(address.strip().strip("[]"))
+    except ValueError:
+        return False
+    ip = getattr(ip, "ipv4_mapped", None) or ip  # ::ffff:10.0.0.7: an IPv4 peer, as a socket on :: sees it
+    return any(ip in network for network in trusted)
 
 
 def caller() -> str:
-    """Who made a request, for the change log (never a credential)."""
-    return request.headers.get("X-Forwarded-For", request.remote_addr or "-").split(",")[0].strip()
+    """Who made a request, for the change log and refusals (never a credential).
+
+    The peer's address, unless the peer is one of the trusted proxies
+    (setting trusted_proxies): then X-Forwarded-For is read from its right
+    end, past every trusted proxy, to the first address that is not one. A
+    client that is not a trusted proxy cannot choose the name it is logged by.
+    """
+    peer = request.remote_addr or "-"
+    trusted = app_state().trusted_proxies
+    if not trusted or not _in(peer, trusted):
+        return peer
+    hops = [hop.strip() for hop in ",".join(request.headers.getlist("X-Forwarded-For")).split(",") if hop.strip()]
+    for hop in reversed(hops):
+        if not _in(hop, trusted):
+            return hop
+    return hops[0] if hops else peer
 
 
 def expected_state() -> Expected | None:
@@ -141,6 +307,15 @@ def log_refusal(method: str, path: str, reason: str) -> None:
     refusals.info("refused %s %s: %s", method, path, reason)
 
 
+class EdsFlask(Flask):
+    def log_exception(self, exc_info) -> None:
+        """Tracebacks for bugs only: a store that is away is logged in one line by its handler,
+        where flask-restx would log every 503 with the whole chain of the store client's frames."""
+        if isinstance(exc_info[1], StoreUnavailable):
+            return
+        super().log_exception(exc_info)
+
+
 def register_error_handlers(app: Flask, api: Api) -> None:
     # Outside restx's routes (unknown URLs, wrong methods) Flask would answer HTML.
     @app.errorhandler(HTTPException)
@@ -149,11 +324,12 @@ def register_error_handlers(app: Flask, api: Api) -> None:
         message = too_large_message(limit) if isinstance(error, RequestEntityTooLarge) else error.description
         return {"message": message}, error.code
 
-    @api.errorhandler(RequestEntityTooLarge)
-    def too_large(error: RequestEntityTooLarge):
-        """413: the request body is over the configured size limit."""
-        log_refusal(request.method, request.path, "body over the size limit")
-        return {"message": too_large_message(current_app.config["MAX_CONTENT_LENGTH"])}, 413
+    @api.errorhandler(BodyRefused)
+    def body_refused(error: BodyRefused):
+        """413, 408 or 400: the request body was too large, stopped arriving, or broke; nothing was changed."""
+        log_refusal(request.method, request.path, error.message)
+        request.environ[CLOSE_CONNECTION] = True
+        return {"message": error.message}, error.status
 
     @api.errorhandler(RegistryError)
     def registry_error(error: RegistryError):

@@ -31,7 +31,7 @@ from ..registry import export
 from ..store import Change
 from ..xds import version_of
 from .auth import READ_SECURITY, WRITE_SECURITY
-from .common import AUTH_RESPONSES, TOO_LARGE, caller, error_model, expected_state, nullable, read_json
+from .common import AUTH_RESPONSES, NOT_JSON, TOO_LARGE, caller, error_model, expected_state, nullable, read_json
 from .state import app_state
 
 ns = Namespace("edsservice", description="Services and their upstream hosts", path="/edsservice")
@@ -250,6 +250,7 @@ class ServiceItem(Resource):
         return service_body(service), 200, etag(service)
 
     @ns.response(*TOO_LARGE)
+    @ns.response(*NOT_JSON)
     @ns.doc("create_service", params=IF_MATCH_DOC, security=WRITE_SECURITY)
     @ns.expect(service_input, validate=False)
     @ns.response(201, "created", service_output)
@@ -260,6 +261,7 @@ class ServiceItem(Resource):
         return answer(app_state().registry.create(name, read_json(), expected_state(), who=caller()))
 
     @ns.response(*TOO_LARGE)
+    @ns.response(*NOT_JSON)
     @ns.doc("replace_service", params=IF_MATCH_DOC, security=WRITE_SECURITY)
     @ns.expect(service_input, validate=False)
     @ns.response(200, "replaced", service_output)
@@ -284,6 +286,7 @@ class ServiceItem(Resource):
 @ns.doc(responses=AUTH_RESPONSES)
 class HostList(Resource):
     @ns.response(*TOO_LARGE)
+    @ns.response(*NOT_JSON)
     @ns.doc("upsert_host", params=IF_MATCH_DOC, security=WRITE_SECURITY)
     @ns.expect(host_model, validate=False)
     @ns.response(201, "host added (the service is created when absent)", service_output)
@@ -304,6 +307,7 @@ class HostList(Resource):
 @ns.doc(responses=AUTH_RESPONSES)
 class HostItem(Resource):
     @ns.response(*TOO_LARGE)
+    @ns.response(*NOT_JSON)
     @ns.doc("patch_host", params=IF_MATCH_DOC, security=WRITE_SECURITY)
     @ns.expect(host_patch_model, validate=False)
     @ns.response(200, "changed", service_output)

@@ -19,19 +19,21 @@ import orjson
 from flask import Response, request
 from flask_restx import Namespace, Resource, fields
 
-from ..model import NAME_PATTERN, InvalidInput, Problem, RegistryError, validate_name
+from ..model import NAME_PATTERN, RegistryError, validate_name
 from ..store import StoreUnavailable
 from ..xds.render import v1_registration
 from ..xds.request import MAX_RESOURCE_NAMES, ParsedPerConnection
 from ..xds.resources import PATH_OF, POLL_PATHS, REGISTRATION_V1_PATH, TYPE_URLS, V2, V3
 from .common import (
+    CLOSE_CONNECTION,
     TOO_LARGE,
+    BodyRefused,
     error_body,
     error_model,
     log_refusal,
+    read_body,
     status_of,
     store_unavailable_message,
-    too_large_message,
 )
 from .state import AppState, app_state
 
@@ -43,28 +45,8 @@ JSON_HEADERS = [("Content-Type", "application/json")]
 
 
 STATUS_LINES = {status.value: f"{status.value} {status.phrase}" for status in HTTPStatus}
-
-
-class BodyTooLarge(Exception):
-    pass
-
-
-def read_body(environ: dict, limit: int) -> bytes:
-    """The request body, refusing one over `limit` bytes before reading it."""
-    stream = environ["wsgi.input"]
-    declared = environ.get("CONTENT_LENGTH")
-    if declared:
-        try:
-            length = int(declared)
-        except ValueError:
-            raise InvalidInput([Problem("Content-Length", declared, "must be a number of bytes")]) from None
-        if length > limit:
-            raise BodyTooLarge()
-        return stream.read(length)
-    body = stream.read(limit + 1)
-    if len(body) > limit:
-        raise BodyTooLarge()
-    return body
+# The most digits of x-envoy-expected-rq-timeout-ms read: 10**12 ms is 31 years, longer than any hold.
+MAX_TIMEOUT_DIGITS = 12
 
 
 class PollRoutes:
@@ -98,40 +80,38 @@ class PollRoutes:
             environ["eds.node"] = poll.node_id
             answer = self.core.poll(poll, self.hold_for(environ))
             status, body = answer.status, answer.body
-            # An explicit length spares both sides chunked framing.
-            headers = [*JSON_HEADERS, ("Content-Length", str(len(body)))] if status == 200 else []
         except RegistryError as error:
-            status, headers, body = self._refuse(environ, status_of(error), error.message, error_body(error))
-        except BodyTooLarge:
-            message = too_large_message(self.max_body_bytes)
-            # The unread body is not worth reading to keep the connection.
-            status, headers, body = self._refuse(environ, 413, "body over the size limit", {"message": message})
-            headers = [*headers, ("Connection", "close")]
+            status, body = self._refuse(environ, status_of(error), error.message, error_body(error))
+        except BodyRefused as error:
+            status, body = self._refuse(environ, error.status, error.message, {"message": error.message})
+            environ[CLOSE_CONNECTION] = True
         except StoreUnavailable as error:
             log.warning("store unavailable on poll: %s", error)
-            status, headers, body = 503, JSON_HEADERS, orjson.dumps({"message": store_unavailable_message(error)})
+            status, body = 503, orjson.dumps({"message": store_unavailable_message(error)})
         self.metrics.poll_answered(api, status, started, answer.held if status < 400 else 0.0)
+        # An explicit length spares both sides chunked framing; a 304 has no body.
+        headers = [*JSON_HEADERS, ("Content-Length", str(len(body)))] if status != 304 else []
         return STATUS_LINES[status], headers, body
 
     def hold_for(self, environ: dict) -> float:
         """Seconds this poll may be held: never longer than the client said it waits, minus a margin.
 
         Envoy announces its request_timeout in x-envoy-expected-rq-timeout-ms on
-        every poll; a client without it (curl, a load generator) is never held.
+        every poll, in milliseconds; a client without it (curl, a load generator)
+        is never held, and neither is one whose value is not a plain number
+        (the header is a hint: it is ignored, the poll still answered).
         """
         announced = environ.get("HTTP_X_ENVOY_EXPECTED_RQ_TIMEOUT_MS")
         if not announced or not self.max_hold:
             return 0.0
-        try:
-            waits = int(announced) / 1000
-        except ValueError:
+        if len(announced) > MAX_TIMEOUT_DIGITS or not (announced.isascii() and announced.isdigit()):
             return 0.0
-        return max(0.0, min(self.max_hold, waits - self.hold_margin))
+        return max(0.0, min(self.max_hold, int(announced) / 1000 - self.hold_margin))
 
     @staticmethod
-    def _refuse(environ: dict, status: int, reason: str, body: dict) -> tuple[int, list, bytes]:
+    def _refuse(environ: dict, status: int, reason: str, body: dict) -> tuple[int, bytes]:
         log_refusal(environ["REQUEST_METHOD"], environ["PATH_INFO"], reason)
-        return status, JSON_HEADERS, orjson.dumps(body)
+        return status, orjson.dumps(body)
 
 
 def _answer_in_flask(api: str) -> Response:

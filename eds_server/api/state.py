@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 from flask import Flask, current_app
 
 from ..registry import Registry
-from ..settings import Settings
+from ..settings import Network, Settings
 from ..telemetry import Metrics
 from ..xds import DiscoveryCore
 
@@ -24,6 +24,7 @@ class AppState:
     registry: Registry
     core: DiscoveryCore
     metrics: Metrics
+    trusted_proxies: tuple[Network, ...] = ()
     polls: PollRoutes | None = None
 
     def install(self, app: Flask) -> None:

@@ -74,6 +74,9 @@ def gunicorn_options(settings: Settings) -> dict[str, Any]:
         # Several servers on one host (replicas, tests) must not fight over
         # gunicorn's default control socket path; nothing here uses it.
         "control_socket_disable": True,
+        # The proxies whose X-Forwarded-Proto (and friends) gunicorn believes: the same
+        # ones whose X-Forwarded-For names a caller (api/common.py), none by default.
+        "forwarded_allow_ips": ",".join(settings.trusted_proxies),
         "accesslog": "-" if settings.access_log else None,
         "access_log_format": ACCESS_FORMAT,
         "errorlog": "-",

@@ -20,6 +20,7 @@ from ..xds import version_of
 from . import logs
 from .background import Periodic, ttl_sweeper
 from .gunicorn_options import gunicorn_options
+from .worker import closing_when_asked
 
 log = logging.getLogger("eds_server")
 
@@ -44,6 +45,7 @@ class Server(BaseApplication):
         # Called in each worker after the fork. The store object comes from the
         # master with no connection open (see `serve`): each worker opens its own.
         self.app = create_app(self.settings, store=self.store)
+        self.app.wsgi_app = closing_when_asked(self.app.wsgi_app)
         return self.app
 
     def _post_worker_init(self, worker) -> None:

@@ -23,6 +23,7 @@ import gevent
 import gevent.socket
 from gunicorn.workers.ggevent import GeventWorker
 
+from ..api.common import CLOSE_CONNECTION
 from ..api.state import app_state
 
 STOP_CHECK_INTERVAL = 0.05
@@ -45,6 +46,7 @@ class EdsWorker(GeventWorker):
         self.sockets = [_Listener(self, listener) for listener in self.sockets]
 
     def run(self) -> None:
+        self.body_read_timeout = app_state(self.wsgi).settings.body_read_timeout
         gevent.spawn(self._close_idle_connections_when_stopping)
         super().run()
 
@@ -64,9 +66,16 @@ class EdsWorker(GeventWorker):
     def handle_request(self, listener_name, req, sock, addr):
         self._idle.discard(sock)
         self._busy.add(sock)
+        # gunicorn bounds the wait for a request's headers (keepalive) but not for its body:
+        # a client that announces a body and never sends it would hold the connection and its
+        # greenlet for good. While a request is handled, a read (or write) of its socket waits
+        # at most body_read_timeout; the reader answers 408 (api/common.py). A held poll does
+        # not touch its socket while held, so holds are not cut short.
+        sock.settimeout(self.body_read_timeout)
         try:
             return super().handle_request(listener_name, req, sock, addr)
         finally:
+            sock.settimeout(None)
             self._busy.discard(sock)
             self._idle.add(sock)
 
@@ -118,3 +127,25 @@ def _hang_up(client: socket.socket) -> None:
         pass
     finally:
         raw.close()
+
+
+def closing_when_asked(app):
+    """WSGI middleware: the connection closes after an answer whose app set environ[CLOSE_CONNECTION].
+
+    An answer that left part of a request body unread (413, 408) must close its
+    connection, or the rest would be read as the next request. gunicorn drops a
+    WSGI app's Connection header (hop-by-hop), so the app asks through the
+    environ and this tells gunicorn's response, whose start_response it is.
+    """
+
+    def wsgi(environ, start_response):
+        def start(status, headers, exc_info=None):
+            if environ.get(CLOSE_CONNECTION):
+                force_close = getattr(getattr(start_response, "__self__", None), "force_close", None)
+                if force_close is not None:
+                    force_close()
+            return start_response(status, headers, exc_info)
+
+        return app(environ, start)
+
+    return wsgi

@@ -2,6 +2,11 @@
 
 Reading is apart from answering (xds/core.py): a gRPC stream hands the core
 the same `DiscoveryRequest`, read from protobuf instead of JSON.
+
+Every value read is bounded (`bounded`): a node id, cluster, Envoy version or
+version_info goes on into the clients view, the store and the log, and a
+client may send a megabyte of any of them. A refusal names JSON types
+(object, array, string, number, boolean, null) and never echoes a container.
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ from typing import Any
 import simdjson
 import xxhash
 
-from ..model import InvalidInput, Problem, validate_name
+from ..model import NAME_PATTERN, InvalidInput, Problem
 from .resources import TYPE_URLS, V2, V3
 
 # The fields of DiscoveryRequest and of its Node, with their JSON types, per API:
@@ -44,8 +49,16 @@ NODE_FIELDS = {
     V2: _V2_NODE,
     V3: {**{k: v for k, v in _V2_NODE.items() if k != "build_version"}, "dynamic_parameters": dict},
 }
-JSON_TYPES = {str: "a string", dict: "a JSON object", list: "a list"}
+JSON_TYPES = {str: "a string", dict: "an object", list: "an array"}
 MAX_RESOURCE_NAMES = 64
+# Lengths kept of what a poll says about its node (README, Limits and bad input). Node ids are
+# host or pod names (an Istio sidecar's is ~100-300 characters); this server's versions are 16
+# hex digits, another server's (an Envoy moved over) may be longer, and are kept long enough
+# to be recognised.
+MAX_NODE_ID_CHARS = 512
+MAX_LABEL_CHARS = 256
+# Problems reported for one malformed poll: the first ones say what is wrong.
+MAX_PROBLEMS = 10
 
 
 @dataclass(frozen=True)
@@ -58,21 +71,39 @@ class DiscoveryRequest:
     envoy_version: str
 
 
-def _plain(value: Any) -> Any:
-    """A simdjson proxy as the Python value it stands for (used on small values only)."""
-    if isinstance(value, simdjson.Object):
-        return value.as_dict()
-    if isinstance(value, simdjson.Array):
-        return value.as_list()
-    return value
+def bounded(text: str, limit: int) -> str:
+    """`text` when it fits in `limit` characters; else its start, a marker and a digest of the
+    whole, `limit` characters in all: two long ids that share a start stay two ids."""
+    if len(text) <= limit:
+        return text
+    marker = f"...[{len(text)} chars, xxh3 {xxhash.xxh3_64_hexdigest(text.encode('utf-8', 'surrogatepass'))}]"
+    return text[: limit - len(marker)] + marker
+
+
+def json_kind(value: Any) -> str:
+    """The JSON type of a parsed value, as a refusal names it."""
+    if isinstance(value, (simdjson.Object, dict)):
+        return "object"
+    if isinstance(value, (simdjson.Array, list)):
+        return "array"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, bool):
+        return "boolean"
+    return "null" if value is None else "number"
+
+
+def _version_number(version: simdjson.Object, key: str) -> str:
+    number = version.get(key, 0)
+    return str(number) if isinstance(number, int) and not isinstance(number, bool) and 0 <= number < 2**32 else "?"
 
 
 def _envoy_version(node: simdjson.Object) -> str:
-    build = _plain(node.get("user_agent_build_version"))
-    version = build.get("version") if isinstance(build, dict) else None
-    if isinstance(version, dict):
-        return ".".join(str(version.get(k, 0)) for k in ("major_number", "minor_number", "patch"))
-    return str(_plain(node.get("build_version", "")))
+    build = node.get("user_agent_build_version")
+    version = build.get("version") if isinstance(build, simdjson.Object) else None
+    if isinstance(version, simdjson.Object):
+        return ".".join(_version_number(version, k) for k in ("major_number", "minor_number", "patch"))
+    return bounded(node.get("build_version", ""), MAX_LABEL_CHARS)
 
 
 class _Parsers:
@@ -104,12 +135,6 @@ _parsers = _Parsers()
 PARSED_KINDS = {str: (str,), dict: (simdjson.Object, dict), list: (simdjson.Array, list)}
 
 
-def _json_name(value: Any) -> str:
-    if isinstance(value, simdjson.Object):
-        return "dict"
-    return "list" if isinstance(value, simdjson.Array) else type(value).__name__
-
-
 def _shape_problems(data: simdjson.Object | dict, fields: dict[str, type], prefix: str) -> list[Problem]:
     """Fields that DiscoveryRequest (or its node) does not have, or whose JSON type is wrong.
 
@@ -122,10 +147,16 @@ def _shape_problems(data: simdjson.Object | dict, fields: dict[str, type], prefi
         kind = fields.get(key)
         if kind is None:
             problems.append(
-                Problem(prefix + key, "...", f"is not a field of {'Node' if prefix else 'DiscoveryRequest'}")
+                Problem(
+                    prefix + bounded(key, MAX_LABEL_CHARS),
+                    "...",
+                    f"is not a field of {'Node' if prefix else 'DiscoveryRequest'}",
+                )
             )
         elif not isinstance(value := data.get(key), PARSED_KINDS[kind]):
-            problems.append(Problem(prefix + key, _json_name(value), f"must be {JSON_TYPES[kind]}"))
+            problems.append(Problem(prefix + key, json_kind(value), f"must be {JSON_TYPES[kind]}"))
+        if len(problems) == MAX_PROBLEMS:
+            break
     return problems
 
 
@@ -155,35 +186,38 @@ def _read(api: str, parser: simdjson.Parser, body: bytes) -> DiscoveryRequest | 
     except (ValueError, RuntimeError) as error:  # bad JSON, bad UTF-8, too deep
         return [Problem("body", f"<{len(body)} bytes>", f"is not JSON: {error}")]
     if not isinstance(data, simdjson.Object):
-        return [Problem("body", _json_name(data), "must be a JSON object (a DiscoveryRequest)")]
+        return [Problem("body", json_kind(data), "must be an object (a DiscoveryRequest)")]
     node = data.get("node") or {}
     problems = _shape_problems(data, REQUEST_FIELDS[api], "") or _shape_problems(node, NODE_FIELDS[api], "node.")
     if problems:
         return problems
     type_url = data.get("type_url") or TYPE_URLS[api]
     if type_url != TYPE_URLS[api]:
-        problems.append(Problem("type_url", type_url, f"must be {TYPE_URLS[api]} on the {api} endpoint"))
-    version_info = data.get("version_info")
-    names = _plain(data.get("resource_names"))
-    if not isinstance(names, list) or not names or len(names) > MAX_RESOURCE_NAMES:
+        shown = bounded(type_url, MAX_LABEL_CHARS)
+        problems.append(Problem("type_url", shown, f"must be {TYPE_URLS[api]} on the {api} endpoint"))
+    names = data.get("resource_names") or []
+    if not names or len(names) > MAX_RESOURCE_NAMES:
         problems.append(
-            Problem("resource_names", names, f"must list 1-{MAX_RESOURCE_NAMES} service names (EDS has no wildcard)")
+            Problem(
+                "resource_names",
+                f"<{len(names)} names>",
+                f"must list 1-{MAX_RESOURCE_NAMES} service names (EDS has no wildcard)",
+            )
         )
         names = []
     for index, name in enumerate(names):
-        try:
-            validate_name(name)
-        except InvalidInput:
-            problems.append(Problem(f"resource_names[{index}]", name, "must be 1-128 characters of A-Z a-z 0-9 . _ -"))
-    node_id, cluster = node.get("id") or "", node.get("cluster") or ""
+        if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name):
+            shown = bounded(name, MAX_LABEL_CHARS) if isinstance(name, str) else json_kind(name)
+            problems.append(Problem(f"resource_names[{index}]", shown, "must be 1-128 characters of A-Z a-z 0-9 . _ -"))
     if problems:
-        return problems
+        return problems[:MAX_PROBLEMS]
+    version_info = data.get("version_info")
     return DiscoveryRequest(
         api=api,
         names=tuple(dict.fromkeys(names)),
-        version_info=version_info or None,
-        node_id=node_id,
-        node_cluster=cluster,
+        version_info=bounded(version_info, MAX_LABEL_CHARS) if version_info else None,
+        node_id=bounded(node.get("id") or "", MAX_NODE_ID_CHARS),
+        node_cluster=bounded(node.get("cluster") or "", MAX_LABEL_CHARS),
         envoy_version=_envoy_version(node) if node else "",
     )
 
