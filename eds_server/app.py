@@ -12,7 +12,7 @@ from .registry import Limits, Registry
 from .settings import Settings, trusted_networks
 from .store import Store, open_store
 from .telemetry import Metrics
-from .xds import DiscoveryCore, version_of
+from .xds import ClientsLimits, DiscoveryCore, version_of
 
 
 def registry_for(settings: Settings, store: Store) -> Registry:
@@ -36,7 +36,12 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
     state = AppState(
         settings=settings,
         registry=registry_for(settings, store),
-        core=DiscoveryCore(store, cache_size=settings.response_cache_size, on_held_count=metrics.held_count),
+        core=DiscoveryCore(
+            store,
+            cache_size=settings.response_cache_size,
+            on_held_count=metrics.held_count,
+            clients_limits=ClientsLimits(settings.clients_max_rows, settings.clients_max_rows_per_node),
+        ),
         metrics=metrics,
         trusted_proxies=trusted_networks(settings),
     )

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from urllib.parse import urlsplit
 
-from .base import Change, ClientRow, CommitOutcomeUnknown, Store, StoreUnavailable, VersionOf
+from .base import Change, ClientRow, CommitOutcomeUnknown, Retention, Store, StoreUnavailable, VersionOf
 from .memory import MemoryStore
 from .redis import RedisStore, check_url
 from .sqlite import SqliteStore
@@ -16,6 +16,7 @@ __all__ = [
     "CommitOutcomeUnknown",
     "MemoryStore",
     "RedisStore",
+    "Retention",
     "SqliteStore",
     "Store",
     "StoreUnavailable",

@@ -83,6 +83,32 @@ class ClientRow:
         return dataclasses.replace(latest, polls=earlier.polls + self.polls, rejected_polls=rejected)
 
 
+@dataclass(frozen=True)
+class Retention:
+    """Which clients-view rows a store keeps: none last polled before `forget_before`, at most
+    `max_rows` in all and `max_rows_per_node` per node id; past a bound, the least recently
+    polled rows go first (an Envoy that polls stays; one that stopped, or a flood of made-up
+    node ids, goes)."""
+
+    forget_before: float
+    max_rows: int = 10_000
+    max_rows_per_node: int = 1_000
+
+
+def beyond_retention(seen: list[tuple[tuple[str, str], float]], retention: Retention) -> list[tuple[str, str]]:
+    """The keys of `seen` ((node id, resource name), last poll) that the bounds of `retention` leave out."""
+    newest_first = sorted(seen, key=lambda entry: (-entry[1], entry[0]))
+    per_node: dict[str, int] = {}
+    kept, dropped = 0, []
+    for key, _ in newest_first:
+        per_node[key[0]] = per_node.get(key[0], 0) + 1
+        if per_node[key[0]] > retention.max_rows_per_node or kept >= retention.max_rows:
+            dropped.append(key)
+        else:
+            kept += 1
+    return dropped
+
+
 class StoreUnavailable(Exception):
     """The store cannot be reached; nothing was changed."""
 
@@ -152,12 +178,13 @@ class Store(ABC):
 
     # -- the clients view: what Envoy nodes poll and hold ------------------
     @abstractmethod
-    def record_clients(self, rows: list[ClientRow], forget_before: float) -> None:
-        """Merge a batch of rows from one worker, keyed by (node_id, resource_name).
+    def record_clients(self, rows: list[ClientRow], retention: Retention) -> int:
+        """Merge a batch of rows from one worker, keyed by (node_id, resource_name); return how many
+        rows the bounds of `retention` dropped (beyond_retention), besides those forgotten for age.
 
         `polls` adds up across batches and workers; every other field comes
         from whichever row has the latest `last_poll`. Rows last polled before
-        `forget_before` are dropped.
+        `retention.forget_before` are dropped.
         """
 
     @abstractmethod

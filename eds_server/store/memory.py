@@ -6,7 +6,7 @@ import threading
 from collections.abc import Callable
 
 from ..model import Service
-from .base import Change, ClientRow, Store
+from .base import Change, ClientRow, Retention, Store, beyond_retention
 
 
 class MemoryStore(Store):
@@ -46,12 +46,16 @@ class MemoryStore(Store):
                 if service.next_expiry is not None and service.next_expiry <= now
             ]
 
-    def record_clients(self, rows: list[ClientRow], forget_before: float) -> None:
+    def record_clients(self, rows: list[ClientRow], retention: Retention) -> int:
         with self._lock:
             for row in rows:
                 self._clients[row.key] = row.merged_into(self._clients.get(row.key))
-            for key in [k for k, row in self._clients.items() if row.last_poll < forget_before]:
+            for key in [k for k, row in self._clients.items() if row.last_poll < retention.forget_before]:
                 del self._clients[key]
+            dropped = beyond_retention([(k, row.last_poll) for k, row in self._clients.items()], retention)
+            for key in dropped:
+                del self._clients[key]
+            return len(dropped)
 
     def clients(self) -> list[ClientRow]:
         with self._lock:

@@ -49,8 +49,10 @@ from .base import (
     Change,
     ClientRow,
     CommitOutcomeUnknown,
+    Retention,
     Store,
     StoreUnavailable,
+    beyond_retention,
     dump_client,
     dump_service,
     load_client,
@@ -310,7 +312,7 @@ class RedisStore(Store):
             return changed
 
     # -- the clients view ------------------------------------------------------
-    def record_clients(self, rows: list[ClientRow], forget_before: float) -> None:
+    def record_clients(self, rows: list[ClientRow], retention: Retention) -> int:
         fields = [json.dumps(row.key) for row in rows]
         give_up_at = time.monotonic() + COMMIT_PATIENCE
         with self._redis.pipeline() as pipe:
@@ -318,7 +320,9 @@ class RedisStore(Store):
                 try:
                     pipe.watch(CLIENTS)
                     found = pipe.hmget(CLIENTS, fields) if fields else []
-                    old = pipe.zrangebyscore(CLIENTS_SEEN, "-inf", f"({forget_before}")
+                    old = pipe.zrangebyscore(CLIENTS_SEEN, "-inf", f"({retention.forget_before}")
+                    added = None in found  # only a new row can take the view past a bound
+                    seen = pipe.zrange(CLIENTS_SEEN, 0, -1, withscores=True) if added else []
                 except redis.RedisError as error:
                     raise self._lost(error) from error
                 merged = {
@@ -326,6 +330,14 @@ class RedisStore(Store):
                     for field, row, text in zip(fields, rows, found, strict=True)
                 }
                 gone = [field for field in old if field not in merged]
+                dropped = []
+                if added:
+                    last_polls = {field: last_poll for field, last_poll in seen if field not in gone}
+                    last_polls.update({field: row.last_poll for field, row in merged.items()})
+                    keys = [(tuple(json.loads(field)), last_poll) for field, last_poll in last_polls.items()]
+                    dropped = [json.dumps(list(key)) for key in beyond_retention(keys, retention)]
+                    merged = {field: row for field, row in merged.items() if field not in dropped}
+                    gone += dropped
                 pipe.multi()
                 if merged:
                     pipe.hset(CLIENTS, mapping={field: dump_client(row) for field, row in merged.items()})
@@ -335,7 +347,7 @@ class RedisStore(Store):
                     pipe.zrem(CLIENTS_SEEN, *gone)
                 try:
                     pipe.execute()
-                    return
+                    return len(dropped)
                 except redis.WatchError:
                     if time.monotonic() > give_up_at:
                         raise StoreUnavailable(f"{self.where}: the clients view kept changing; batch dropped") from None

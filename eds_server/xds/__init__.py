@@ -1,5 +1,6 @@
 """xDS: registry state rendered as Envoy's ClusterLoadAssignment, and the discovery core every transport shares."""
 
+from .clients import ClientsLimits
 from .core import Answer, DiscoveryCore
 from .render import assignment, version_of
 from .request import DiscoveryRequest, ParsedPerConnection, parse_request
@@ -10,6 +11,7 @@ __all__ = [
     "V2",
     "V3",
     "Answer",
+    "ClientsLimits",
     "DiscoveryCore",
     "DiscoveryRequest",
     "ParsedPerConnection",

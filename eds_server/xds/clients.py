@@ -9,19 +9,36 @@ of them the node shows as stuck, whichever workers its polls reached.
 A poll only touches this worker's memory. The rows reach the store in one
 batch per `flush` (every second or so, from a background thread), where the
 batches of every worker and replica add up.
+
+Polls need no credentials, so what they may put here is bounded: each value
+by the request reader (xds/request.py), the rows by `ClientsLimits`, in the
+store (the least recently polled go first) and in this worker's memory
+between two flushes (rows of nodes beyond the bound wait for a later poll).
+Reaching a bound is logged once, until the view is back within its bounds.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from ..store import ClientRow, Store
+from ..store import ClientRow, Retention, Store
 from .request import DiscoveryRequest
 
+log = logging.getLogger("eds_server.clients")
+
 STUCK_AFTER_POLLS = 3
+
+
+@dataclass(frozen=True)
+class ClientsLimits:
+    max_rows: int = 10_000
+    max_rows_per_node: int = 1_000
+    forget_after: float = 24 * 3600
 
 
 class _Seen:
@@ -80,17 +97,19 @@ class Clients:
         store: Store,
         current_version: Callable[[tuple[str, ...]], str],
         clock: Callable[[], float] = time.time,
-        forget_after: float = 24 * 3600,
+        limits: ClientsLimits = ClientsLimits(),
     ):
         self.store = store
         self.current_version = current_version
         self.clock = clock
-        self.forget_after = forget_after
+        self.limits = limits
         self._lock = threading.Lock()
         self._pending: dict[tuple[str, str], _Seen] = {}
         self._unsent: dict[tuple[str, str], ClientRow] = {}  # rows of a flush the store did not take
-        # (api, node id, names) -> [version this worker last sent in a 200, last poll]
-        self._sent: dict[tuple[str, str, tuple[str, ...]], list] = {}
+        # (api, node id, names) -> [version this worker last sent in a 200, last poll], least recent first
+        self._sent: OrderedDict[tuple[str, str, tuple[str, ...]], list] = OrderedDict()
+        self._left_out = 0  # rows left out for the bounds since the last flush
+        self._at_bound = False  # said so in the log already
 
     def sent_version(self, request: DiscoveryRequest) -> str | None:
         """The version this worker last sent this node for these names, if any."""
@@ -105,6 +124,9 @@ class Clients:
             node = self._sent.get(key)
             if node is None or request.version_info is None:  # a node (re)starting holds nothing yet
                 node = self._sent[key] = [None, now]
+                while len(self._sent) > self.limits.max_rows:
+                    self._sent.popitem(last=False)  # forgets what the least recent node was sent
+            self._sent.move_to_end(key)
             sent_before = node[0]
             rejected = sent_before is not None and request.version_info != sent_before
             node[1] = now
@@ -113,30 +135,51 @@ class Clients:
             for name in request.names:
                 seen = self._pending.get((request.node_id, name))
                 if seen is None:
+                    if len(self._pending) >= self.limits.max_rows:
+                        self._left_out += 1
+                        continue
                     seen = self._pending[(request.node_id, name)] = _Seen(sent_before)
                 seen.note(request, now, rejected, node[0])
 
     def flush(self) -> None:
         """Hand this worker's rows to the store in one batch; kept for the next try if that fails."""
-        forget_before = self.clock() - self.forget_after
+        limits = self.limits
+        retention = Retention(self.clock() - limits.forget_after, limits.max_rows, limits.max_rows_per_node)
         with self._lock:
             pending, self._pending = self._pending, {}
             rows, self._unsent = self._unsent, {}
-            for key in [k for k, sent in self._sent.items() if sent[1] < forget_before]:
-                del self._sent[key]
+            left_out, self._left_out = self._left_out, 0
+            while self._sent and next(iter(self._sent.values()))[1] < retention.forget_before:
+                self._sent.popitem(last=False)
         for (_, name), seen in pending.items():
             row = seen.row(name)
             rows[row.key] = row.merged_into(rows.get(row.key))
-        if not rows:
-            return
-        try:
-            self.store.record_clients(list(rows.values()), forget_before)
-        except Exception:
-            with self._lock:
-                for key, row in rows.items():
-                    newer = self._unsent.get(key)
-                    self._unsent[key] = row if newer is None else newer.merged_into(row)
-            raise
+        if rows:
+            try:
+                left_out += self.store.record_clients(list(rows.values()), retention)
+            except Exception:
+                with self._lock:
+                    for key, row in rows.items():
+                        newer = self._unsent.get(key)
+                        self._unsent[key] = row if newer is None else newer.merged_into(row)
+                    for key in list(self._unsent)[: max(0, len(self._unsent) - limits.max_rows)]:
+                        del self._unsent[key]  # an outage keeps at most a bound's worth of rows for later
+                raise
+        self._say_whether_at_bound(left_out)
+
+    def _say_whether_at_bound(self, left_out: int) -> None:
+        if left_out and not self._at_bound:
+            log.warning(
+                "clients view at its bound (clients_max_rows=%d, clients_max_rows_per_node=%d): %d rows left out, "
+                "the least recently polled first; polls are answered as always. Said once until it is within "
+                "its bounds again.",
+                self.limits.max_rows,
+                self.limits.max_rows_per_node,
+                left_out,
+            )
+        elif not left_out and self._at_bound:
+            log.info("clients view within its bounds again")
+        self._at_bound = bool(left_out)
 
     def statuses(self, service: str | None = None) -> list[ClientStatus]:
         """Every row recorded by any worker, with the current version; this worker's own rows are flushed first."""

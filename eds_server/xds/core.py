@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 from ..store import Store
-from .clients import Clients
+from .clients import Clients, ClientsLimits
 from .holds import Holds
 from .render import assignment, combined_version, discovery_response, version_of
 from .request import DiscoveryRequest
@@ -42,7 +42,13 @@ def empty_version(name: str) -> str:
 class DiscoveryCore:
     """Answers discovery requests for one worker, keeping the rendered bytes of the current answer to recent ones."""
 
-    def __init__(self, store: Store, cache_size: int = 20000, on_held_count: Callable[[int], None] | None = None):
+    def __init__(
+        self,
+        store: Store,
+        cache_size: int = 20000,
+        on_held_count: Callable[[int], None] | None = None,
+        clients_limits: ClientsLimits | None = None,
+    ):
         self.store = store
         self.cache_size = cache_size
         # One answer per (API, names): the current one. An older version is never
@@ -51,7 +57,7 @@ class DiscoveryCore:
         self._cache: OrderedDict[tuple[str, tuple[str, ...]], tuple[str, bytes]] = OrderedDict()
         self._lock = threading.Lock()
         self.holds = Holds(store, self.current_version, *([on_held_count] if on_held_count else []))
-        self.clients = Clients(store, self.current_version, clock=store.clock)
+        self.clients = Clients(store, self.current_version, clock=store.clock, limits=clients_limits or ClientsLimits())
 
     def current_version(self, names: tuple[str, ...]) -> str:
         return combined_version(self.store.version(n) or empty_version(n) for n in names)

@@ -117,7 +117,7 @@ def test_a_flush_the_store_refuses_is_sent_whole_with_the_next(client, monkeypat
     store = services.registry.store
     record_clients = store.record_clients
 
-    def unavailable(rows, forget_before):
+    def unavailable(rows, retention):
         raise StoreUnavailable("the store is away")
 
     monkeypatch.setattr(store, "record_clients", unavailable)

@@ -7,7 +7,7 @@ import pytest
 
 from eds_server.model import Expected, Host, LimitExceeded, NotFound, PreconditionFailed, Service, parse_host
 from eds_server.registry import Limits, Registry
-from eds_server.store import ClientRow, open_store
+from eds_server.store import ClientRow, Retention, open_store
 from eds_server.xds import version_of
 
 
@@ -151,23 +151,41 @@ def test_client_rows_add_up_polls_and_keep_the_latest_poll(store):
     # Two workers report the same node: their poll counts add up, the latest poll's fields win,
     # whichever order the batches arrive in; rejections of an older version sent are dropped.
     newer = dict(version_held="v1", sent_version="v3", rejected_polls=1)
-    store.record_clients([client_row(last_poll=105.0, polls=3, **newer)], forget_before=0)
+    store.record_clients([client_row(last_poll=105.0, polls=3, **newer)], Retention(forget_before=0))
     older = dict(version_held="v1", sent_version="v2", rejected_polls=4)
-    store.record_clients([client_row(last_poll=101.0, polls=2, **older)], forget_before=0)
-    store.record_clients([client_row(node="envoy-2", last_poll=102.0, resource_names=("web", "api"))], forget_before=0)
+    store.record_clients([client_row(last_poll=101.0, polls=2, **older)], Retention(forget_before=0))
+    store.record_clients([client_row(node="envoy-2", last_poll=102.0, resource_names=("web", "api"))], Retention(0))
     assert store.clients() == [
         client_row(last_poll=105.0, polls=5, **newer),
         client_row(node="envoy-2", last_poll=102.0, resource_names=("web", "api")),
     ]
     # Rejections of the same version sent add up, whichever worker counted them.
-    store.record_clients([client_row(last_poll=103.0, polls=2, **{**newer, "rejected_polls": 2})], forget_before=0)
+    store.record_clients([client_row(last_poll=103.0, polls=2, **{**newer, "rejected_polls": 2})], Retention(0))
     assert store.clients()[0] == client_row(last_poll=105.0, polls=7, **{**newer, "rejected_polls": 3})
 
 
 def test_client_rows_not_seen_for_long_are_forgotten(store):
-    store.record_clients([client_row(node="old", last_poll=10.0), client_row(node="new", last_poll=50.0)], 0)
-    store.record_clients([client_row(node="newer", last_poll=60.0)], forget_before=20.0)
+    store.record_clients([client_row(node="old", last_poll=10.0), client_row(node="new", last_poll=50.0)], Retention(0))
+    store.record_clients([client_row(node="newer", last_poll=60.0)], Retention(forget_before=20.0))
     assert [row.node_id for row in store.clients()] == ["new", "newer"]
+
+
+def test_client_rows_past_the_bounds_go_least_recently_polled_first(store):
+    """At most max_rows_per_node rows per node and max_rows in all; what goes is what polled least
+    recently, whether it is in the batch or was recorded before, and the store says how many went."""
+    bounds = Retention(forget_before=0, max_rows=5, max_rows_per_node=3)
+    first = [client_row(node="edge", name=f"s{i}", last_poll=100.0 + i) for i in range(4)]
+    assert store.record_clients(first, bounds) == 1
+    assert [(r.node_id, r.resource_name) for r in store.clients()] == [("edge", "s1"), ("edge", "s2"), ("edge", "s3")]
+    flood = [client_row(node=f"made-up-{i}", last_poll=200.0 + i) for i in range(4)]
+    assert store.record_clients(flood, bounds) == 2
+    assert [(r.node_id, r.last_poll) for r in store.clients()] == [
+        ("edge", 103.0), ("made-up-0", 200.0), ("made-up-1", 201.0), ("made-up-2", 202.0), ("made-up-3", 203.0),
+    ]  # fmt: skip
+    # An Envoy that keeps polling stays: its new poll makes it the most recent.
+    assert store.record_clients([client_row(node="edge", name="s3", last_poll=300.0)], bounds) == 0
+    assert store.record_clients([client_row(node="new", last_poll=301.0)], bounds) == 1
+    assert ("edge", "s3") in [r.key for r in store.clients()] and len(store.clients()) == 5
 
 
 def same_data_elsewhere(store):
