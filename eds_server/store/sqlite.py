@@ -3,6 +3,21 @@
 WAL lets polls read while a write commits; `BEGIN IMMEDIATE` takes the write
 lock before reading, so two workers updating one service serialise instead of
 losing an update; synchronous=FULL makes an acknowledged write survive a crash.
+
+When the file fails (made unwritable, its disk full, deleted or replaced while
+the server runs), every operation raises StoreUnavailable naming why (a 503,
+and /readyz says so), and the store mends itself once the cause is gone:
+
+- any sqlite error drops every pooled connection, so none that went bad (one
+  that opened read-only while the file was unwritable stays read-only for
+  good) outlives it, and the next operation opens a fresh one;
+- a write first checks that the file is still the one it opened, writable, and
+  its disk not full, and checks the file again after COMMIT: a write into a file
+  that was deleted meanwhile would be lost at the next start, so it is never
+  acknowledged (CommitOutcomeUnknown);
+- reads notice a deleted or replaced file within IDENTITY_CHECK_INTERVAL;
+- connections after the first never create the file: a new empty registry in
+  place of a deleted one would hand Envoy no endpoints for every service.
 """
 
 from __future__ import annotations
@@ -12,10 +27,23 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
+from urllib.parse import quote
 
 from ..model import Service
-from .base import Change, ClientRow, Store, StoreUnavailable, dump_client, dump_service, load_client, load_service
+from .base import (
+    Change,
+    ClientRow,
+    CommitOutcomeUnknown,
+    Retention,
+    Store,
+    StoreUnavailable,
+    beyond_retention,
+    dump_client,
+    dump_service,
+    load_client,
+    load_service,
+)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS services (
@@ -32,12 +60,40 @@ CREATE TABLE IF NOT EXISTS clients (
     record        TEXT NOT NULL,
     PRIMARY KEY (node_id, resource_name)
 );
+CREATE INDEX IF NOT EXISTS clients_last_poll ON clients (last_poll);
 """
 BUSY_TIMEOUT_SECONDS = 30
 # How often a waiting watcher asks SQLite whether any connection committed:
 # one `PRAGMA data_version` (a few microseconds) per interval and worker,
 # shared by every held poll; a change reaches held polls within this.
 CHANGE_CHECK_INTERVAL = 0.01
+# How often reads look whether the file is still the one opened (a stat).
+IDENTITY_CHECK_INTERVAL = 1.0
+# Writes are refused (and /readyz unready) with less free space than this on the file's disk.
+MIN_FREE_BYTES = 1024 * 1024
+# What sqlite's messages mean for the person reading the 503.
+HINTS = {
+    "readonly": "the database file (or its directory) is not writable by this process",
+    "no such table": "the file holds no registry: was it replaced by another file?",
+    "unable to open": "the database file is missing or its directory cannot be read",
+}
+
+Identity = tuple[int, int]  # (device, inode) of the file
+
+
+class _Connection(sqlite3.Connection):
+    """A pooled connection, with the file it opened and the pool generation it belongs to."""
+
+    identity: Identity | None
+    generation: int
+
+
+def _identity(path: str) -> Identity | None:
+    try:
+        stat = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return (stat.st_dev, stat.st_ino)
 
 
 class SqliteStore(Store):
@@ -52,44 +108,124 @@ class SqliteStore(Store):
         # yield to another greenlet, so the pool stays as small as the number
         # of real threads that use the store at once. (list.pop and append
         # are atomic: the pool needs no lock.)
-        self._idle: list[sqlite3.Connection] = []
+        self._idle: list[_Connection] = []
+        # Bumped when the file fails or is replaced: connections of an older
+        # generation are closed instead of going back to the pool.
+        self._generation = 0
+        self._identity: Identity | None = None
+        self._identity_checked_at = 0.0
         # data_version counts commits by *other* connections, so the watcher
         # has a connection of its own that never writes.
-        self._watch_conn: sqlite3.Connection | None = None
+        self._watch_conn: _Connection | None = None
         self._data_version_seen: int | None = None
         self._watch_lock = threading.Lock()  # close() must not pull the connection from under a check
-        with self._connection() as conn:
+        conn = self._connect(create=True)
+        try:
             conn.executescript(SCHEMA)
+        except sqlite3.Error as error:
+            conn.close()
+            raise self._unavailable(error) from error
+        self._identity = conn.identity
+        self._idle.append(conn)
 
-    def _connect(self) -> sqlite3.Connection:
+    # -- connections -----------------------------------------------------------
+    def _connect(self, create: bool = False) -> _Connection:
+        # Only the store's first connection may create the file (see the module's docstring).
+        target = self.path if create else f"file:{quote(os.path.abspath(self.path))}?mode=rw"
         try:
             conn = sqlite3.connect(
-                self.path, timeout=BUSY_TIMEOUT_SECONDS, isolation_level=None, check_same_thread=False
+                target,
+                timeout=BUSY_TIMEOUT_SECONDS,
+                isolation_level=None,
+                check_same_thread=False,
+                uri=not create,
+                factory=_Connection,
             )
+        except sqlite3.Error as error:
+            raise self._unavailable(error, "cannot open it") from error
+        try:
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=FULL")
         except sqlite3.Error as error:
-            raise StoreUnavailable(f"cannot open sqlite store {self.path}: {error}") from error
+            conn.close()
+            raise self._unavailable(error, "cannot open it") from error
+        conn.identity, conn.generation = _identity(self.path), self._generation
         return conn
 
-    def _take(self) -> sqlite3.Connection:
+    def _take(self) -> _Connection:
+        if time.monotonic() >= self._identity_checked_at + IDENTITY_CHECK_INTERVAL:
+            self._follow_the_file()
         try:
             return self._idle.pop()
         except IndexError:
             return self._connect()
 
+    def _give_back(self, conn: _Connection) -> None:
+        if conn.generation == self._generation:
+            self._idle.append(conn)
+        else:
+            conn.close()
+
+    def _drop_connections(self) -> None:
+        """Every pooled connection is closed, and those in use are when they come back."""
+        self._generation += 1
+        idle, self._idle = self._idle, []
+        for conn in idle:
+            conn.close()
+
+    def _follow_the_file(self) -> None:
+        """Notice a database file deleted or replaced since it was opened: StoreUnavailable while there
+        is none, and the connections to the old one dropped when another file takes its place."""
+        self._identity_checked_at = time.monotonic()
+        current = _identity(self.path)
+        if current != self._identity:
+            self._drop_connections()
+            self._identity = current
+        if current is None:
+            raise StoreUnavailable(
+                f"sqlite store {self.path}: the database file is gone (deleted or moved while the server ran); "
+                "put it back (or restore a copy); nothing is written meanwhile"
+            )
+
     @contextmanager
-    def _connection(self) -> Iterator[sqlite3.Connection]:
+    def _connection(self) -> Iterator[_Connection]:
         conn = self._take()
         try:
             yield conn
-        finally:
-            self._idle.append(conn)
+        except sqlite3.Error as error:
+            self._drop_connections()
+            conn.close()
+            raise self._unavailable(error) from error
+        except BaseException:
+            self._give_back(conn)
+            raise
+        self._give_back(conn)
 
     def _fetch(self, sql: str, args: tuple = ()) -> list[tuple]:
         with self._connection() as conn:
             return conn.execute(sql, args).fetchall()
 
+    def _unavailable(self, error: sqlite3.Error, doing: str = "") -> StoreUnavailable:
+        text = str(error)
+        hint = next((hint for words, hint in HINTS.items() if words in text), None)
+        return StoreUnavailable(
+            f"sqlite store {self.path}: {doing + ': ' if doing else ''}{text}{f' ({hint})' if hint else ''}"
+        )
+
+    def _writable_problem(self) -> str | None:
+        """Why a write now would fail or be lost, or None: the file is the one opened, writable, with room."""
+        self._follow_the_file()
+        directory = os.path.dirname(os.path.abspath(self.path))
+        for path in (self.path, self.path + "-wal", directory):
+            if os.path.exists(path) and not os.access(path, os.W_OK):
+                return f"{path} is not writable by this process (permissions, a read-only mount, chattr +i)"
+        disk = os.statvfs(directory)
+        free = (disk.f_bfree if os.geteuid() == 0 else disk.f_bavail) * disk.f_frsize
+        if free < MIN_FREE_BYTES:
+            return f"the disk is full: {free} bytes free where it is (less than {MIN_FREE_BYTES}); free some space"
+        return None
+
+    # -- reads ------------------------------------------------------------------
     def get(self, name: str) -> Service | None:
         rows = self._fetch("SELECT record FROM services WHERE name = ?", (name,))
         return load_service(rows[0][0]) if rows else None
@@ -101,8 +237,11 @@ class SqliteStore(Store):
         conn = self._take()  # the poll path: no context manager
         try:
             row = conn.execute("SELECT version FROM services WHERE name = ?", (name,)).fetchone()
-        finally:
-            self._idle.append(conn)
+        except sqlite3.Error as error:
+            self._drop_connections()
+            conn.close()
+            raise self._unavailable(error) from error
+        self._give_back(conn)
         return row[0] if row else None
 
     def count(self) -> int:
@@ -121,27 +260,35 @@ class SqliteStore(Store):
         return [row[0] for row in rows]
 
     def ping(self) -> None:
-        try:
-            self._fetch("SELECT 1 FROM services LIMIT 1")
-        except sqlite3.Error as error:
-            raise StoreUnavailable(f"sqlite store {self.path}: {error}") from error
+        """The registry can be read, and a write now would be made durable."""
+        problem = self._writable_problem()
+        if problem is not None:
+            raise StoreUnavailable(f"sqlite store {self.path}: {problem}")
+        self._fetch("SELECT 1 FROM services LIMIT 1")
 
     def _data_version(self) -> int:
         with self._watch_lock:
+            if self._watch_conn is not None and self._watch_conn.identity != _identity(self.path):
+                # Commits to a file that replaced the one watched would never show.
+                self._watch_conn.close()
+                self._watch_conn, self._data_version_seen = None, None
             if self._watch_conn is None:
                 self._watch_conn = self._connect()
             try:
                 return self._watch_conn.execute("PRAGMA data_version").fetchone()[0]
             except sqlite3.Error as error:
-                raise StoreUnavailable(f"sqlite store {self.path}: {error}") from error
+                self._watch_conn.close()
+                self._watch_conn, self._data_version_seen = None, None
+                raise self._unavailable(error) from error
 
     def wait_for_change(self, timeout: float) -> bool:
         deadline = time.monotonic() + timeout
         while True:
+            watching = self._watch_conn
             data_version = self._data_version()
             seen, self._data_version_seen = self._data_version_seen, data_version
-            if seen is not None and data_version != seen:
-                return True
+            if seen is not None and data_version != seen or watching is not None and watching is not self._watch_conn:
+                return True  # a commit, or another file: the versions must be read again
             left = deadline - time.monotonic()
             if left <= 0:
                 return False
@@ -158,14 +305,26 @@ class SqliteStore(Store):
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
+        problem = self._writable_problem()
+        if problem is not None:
+            raise StoreUnavailable(f"sqlite store {self.path}: {problem}; nothing was changed")
         with self._connection() as conn:
+            if conn.identity != self._identity:  # opened on a file that was replaced since
+                raise StoreUnavailable(f"sqlite store {self.path}: the database file was replaced; retry")
             conn.execute("BEGIN IMMEDIATE")
             try:
                 yield conn
             except BaseException:
-                conn.execute("ROLLBACK")
+                with suppress(sqlite3.Error):  # sqlite may have rolled back itself (a full disk)
+                    conn.execute("ROLLBACK")
                 raise
             conn.execute("COMMIT")
+            if _identity(self.path) != conn.identity:
+                self._drop_connections()
+                raise CommitOutcomeUnknown(
+                    f"sqlite store {self.path}: the database file was deleted or replaced while this write "
+                    "committed; it may be lost: read the service before retrying"
+                )
 
     def _atomically(self, name: str, step: Callable) -> Change:
         with self._transaction() as conn:
@@ -186,18 +345,26 @@ class SqliteStore(Store):
                 )
         return Change(name, current, after, version_before, version_after)
 
-    def record_clients(self, rows: list[ClientRow], forget_before: float) -> None:
+    def record_clients(self, rows: list[ClientRow], retention: Retention) -> int:
         with self._transaction() as conn:
+            added = False
             for row in rows:
                 found = conn.execute(
                     "SELECT record FROM clients WHERE node_id = ? AND resource_name = ?", row.key
                 ).fetchone()
+                added = added or found is None
                 merged = row.merged_into(load_client(found[0]) if found else None)
                 conn.execute(
                     "INSERT OR REPLACE INTO clients (node_id, resource_name, last_poll, record) VALUES (?, ?, ?, ?)",
                     (*merged.key, merged.last_poll, dump_client(merged)),
                 )
-            conn.execute("DELETE FROM clients WHERE last_poll < ?", (forget_before,))
+            conn.execute("DELETE FROM clients WHERE last_poll < ?", (retention.forget_before,))
+            if not added:  # only a new row can take the view past a bound
+                return 0
+            seen = conn.execute("SELECT node_id, resource_name, last_poll FROM clients").fetchall()
+            dropped = beyond_retention([((node, name), last_poll) for node, name, last_poll in seen], retention)
+            conn.executemany("DELETE FROM clients WHERE node_id = ? AND resource_name = ?", dropped)
+            return len(dropped)
 
     def clients(self) -> list[ClientRow]:
         return [
