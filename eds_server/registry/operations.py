@@ -199,13 +199,19 @@ class Registry:
         return changes
 
 
+# Endpoints a change log line names per list (added, removed, changed); a longer list is counted.
+LOGGED_ENDPOINTS = 10
+
+
 def describe(change: Change) -> str:
     """What a change did, for its log line: hosts added, removed and changed, and the versions."""
     before = {h.key: h for h in change.before.hosts} if change.before else {}
     after = {h.key: h for h in change.after.hosts} if change.after else {}
 
     def endpoints(keys) -> str:
-        return ",".join(format_endpoint(*key) for key in sorted(keys)) or "-"
+        keys = sorted(keys)
+        named = ",".join(format_endpoint(*key) for key in keys[:LOGGED_ENDPOINTS]) or "-"
+        return named if len(keys) <= LOGGED_ENDPOINTS else f"{named},...(+{len(keys) - LOGGED_ENDPOINTS} more)"
 
     changed = [k for k in before.keys() & after.keys() if before[k].to_dict() != after[k].to_dict()]
     return (

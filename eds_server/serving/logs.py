@@ -3,11 +3,26 @@
 gunicorn's logger class is the one place that sets up every handler: its own
 error and access lines and eds-server's loggers (`eds_server.*`: registry
 changes, refusals, polls). Access lines name the Envoy node that polled.
+
+Much of what is logged was chosen by a client: a node id, a path, a user
+agent, X-Forwarded-For, a refused value. `SafeValues`, on every handler,
+makes each such value safe before any format sees it, so no call site can
+forget: values are cut to MAX_VALUE_CHARS, and control characters (newline,
+carriage return, ESC, the rest of C0 and C1), Unicode line separators, bidi
+controls (U+202E shows text reversed), zero-width characters, lone surrogates
+and double quotes are written as escapes (`\\n`, `\\x1b`, `\\u202e`, `\\x22`). A
+value cannot end its line, fake another one, move a terminal's cursor or
+close a quoted field; and a whole line is cut to MAX_LINE_CHARS. (Backslashes
+stay as they are, so a value already quoted by repr() reads as it did.)
+Tracebacks (exc_info) are the server's own and are kept as they are.
 """
 
 from __future__ import annotations
 
 import logging
+import re
+from collections.abc import Mapping
+from typing import Any
 
 from gunicorn import glogging
 from pythonjsonlogger.json import JsonFormatter
@@ -16,6 +31,83 @@ TEXT_FORMAT = "[%(asctime)s] [%(process)d] [%(levelname)s] %(name)s: %(message)s
 # `eds.node` is put in the WSGI environ by the poll route (api/polls.py).
 ACCESS_FORMAT = '%(h)s "%(r)s" %(s)s %(B)s %(M)sms node=%({eds.node}e)s'
 JSON_FIELDS = "%(asctime)s %(levelname)s %(name)s %(process)d %(message)s"
+
+MAX_VALUE_CHARS = 1024
+MAX_LINE_CHARS = 16 * 1024
+# What a line must not carry raw, and what a value must not either (its double quotes too).
+_UNSAFE = "\x00-\x1f\x7f-\x9f\u00ad\u061c\u180e\u200b-\u200f\u2028-\u202e\u2060-\u206f\ufeff\ud800-\udfff"
+UNSAFE_IN_LINE = re.compile(f"[{_UNSAFE}]")
+UNSAFE_IN_VALUE = re.compile(f'[{_UNSAFE}"]')
+READABLE = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+# Attributes every LogRecord has: the others are a call's `extra` fields (the JSON access line's).
+RECORD_ATTRIBUTES = frozenset(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
+
+
+def _escape(match: re.Match) -> str:
+    char = match.group()
+    code = ord(char)
+    return READABLE.get(char) or (f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}")
+
+
+def safe_value(value: Any) -> Any:
+    """A value a client may have chosen, as it may appear in a log line (numbers stay numbers)."""
+    if isinstance(value, (int, float)) or value is None:
+        return value
+    text = value if isinstance(value, str) else str(value)
+    if len(text) > MAX_VALUE_CHARS:  # cut first: escaping then costs at most MAX_VALUE_CHARS
+        text = f"{text[:MAX_VALUE_CHARS]}...[{len(text)} chars]"
+    return UNSAFE_IN_VALUE.sub(_escape, text) if UNSAFE_IN_VALUE.search(text) else text
+
+
+class _SafeMapping(Mapping):
+    """The arguments of a %(name)s format (gunicorn's access atoms), each made safe when the format reads it."""
+
+    def __init__(self, values: Mapping):
+        self.values = values
+
+    def __getitem__(self, key):
+        return safe_value(self.values[key])
+
+    def __iter__(self):
+        return iter(self.values)
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+
+class SafeValues(logging.Filter):
+    """Makes every record safe to write (see the module's docstring); never refuses one."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if getattr(record, "eds_safe", False):  # a record goes through every handler of its logger
+            return True
+        try:
+            args = record.args
+            if isinstance(args, Mapping):
+                message = str(record.msg) % _SafeMapping(args)
+            elif args:
+                message = str(record.msg) % tuple(safe_value(arg) for arg in args)
+            else:
+                message = str(record.msg)
+        except Exception:  # a broken format: logged as logging would, with its arguments made safe
+            message = f"{record.msg!s} {safe_value(record.args)}"
+        if len(message) > MAX_LINE_CHARS:
+            message = f"{message[:MAX_LINE_CHARS]}...[{len(message)} chars]"
+        record.msg = UNSAFE_IN_LINE.sub(_escape, message) if UNSAFE_IN_LINE.search(message) else message
+        record.args = None
+        for name, value in list(vars(record).items()):
+            if name not in RECORD_ATTRIBUTES and isinstance(value, str):
+                setattr(record, name, safe_value(value))
+        record.eds_safe = True
+        return True
+
+
+def safe_handlers(*loggers: logging.Logger) -> None:
+    """Every handler of `loggers` writes safe lines (idempotent: setup runs again on a reload)."""
+    for logger in loggers:
+        for handler in logger.handlers:
+            if not any(isinstance(f, SafeValues) for f in handler.filters):
+                handler.addFilter(SafeValues())
 
 
 def json_formatter() -> logging.Formatter:
@@ -37,6 +129,7 @@ def configure(level: str | int, log_format: str) -> None:
     handler = logging.StreamHandler()
     handler.setFormatter(json_formatter() if log_format == "json" else logging.Formatter(TEXT_FORMAT))
     ours.addHandler(handler)
+    safe_handlers(ours)
 
 
 class EdsLogger(glogging.Logger):
@@ -47,6 +140,7 @@ class EdsLogger(glogging.Logger):
         if self.log_format == "json":
             for handler in self.error_log.handlers + self.access_log.handlers:
                 handler.setFormatter(json_formatter())
+        safe_handlers(self.error_log, self.access_log)
         configure(self.loglevel, self.log_format)
 
     def access(self, resp, req, environ, request_time) -> None:

@@ -94,7 +94,8 @@ def serve(settings: Settings) -> None:
     logs.configure(settings.log_level, settings.log_format)
     warning = writes_open_warning(settings)
     if warning:
-        log.warning("\n%s\n%s\n%s", "!" * 78, warning, "!" * 78)
+        for line in ("!" * 78, warning, "!" * 78):  # a log line holds no newline (logs.py)
+            log.warning("%s", line)
     store = open_store(settings.store, version_of)
     try:
         start_up(settings, store)
