@@ -5,7 +5,7 @@ from __future__ import annotations
 from flask import Flask
 from flask_restx import Api
 
-from .api import auth, console, edsservice, ops, polls
+from .api import auth, console, edsservice, ops, pages, polls
 from .api.common import EdsFlask, register_error_handlers, require_json_bodies
 from .api.state import AppState
 from .registry import Limits, Registry
@@ -67,4 +67,5 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
     api.add_namespace(polls.ns)
     api.add_namespace(ops.ns)
     app.register_blueprint(console.bp)
+    pages.install(app)
     return app
