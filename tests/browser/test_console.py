@@ -332,3 +332,24 @@ def test_axe_finds_no_accessibility_violations_light_and_dark_wide_and_narrow(co
         page.get_by_role("button", name="Remove 10.0.0.5:8001", exact=True).click()
         expect(page.get_by_role("dialog")).to_be_visible()
         assert console.accessibility_violations() == ""
+
+
+def test_hostile_node_ids_show_as_what_they_are_and_stay_in_their_column(console):
+    """Envoys choose their node ids: a right-to-left override must not show the id (or its row) reversed,
+    and the longest id the server keeps (512 characters, xds/request.py) must not widen the table."""
+    put_service(console.url, "web", WEB_HOSTS)
+    reversing = "edge-\u202eeulav-lacitirc"
+    follow(console.url, "web", reversing, cluster="zone-\u202ea")
+    follow(console.url, "web", "x" * 2000)
+    page = console.open().page
+    row = envoy_row(page, "edge-")
+    expect(row).to_contain_text("edge-\\u202eeulav-lacitirc")  # the override shown as its escape
+    assert "\u202e" not in row.get_by_role("rowheader").inner_text()
+    expect(row).to_contain_text("zone-\\u202ea")
+    long_id = envoy_row(page, "xxxxxxxx").get_by_role("rowheader")
+    table = page.get_by_role("table", name="Envoys polling web")
+    table_box, cell_box = table.bounding_box(), long_id.bounding_box()
+    assert cell_box["x"] + cell_box["width"] <= table_box["x"] + table_box["width"] + 1
+    assert page.evaluate("document.documentElement.scrollWidth") <= 1280
+    assert cell_box["height"] < 120  # cut to a few lines, not 512 characters of them
+    assert long_id.locator("code").get_attribute("title").startswith("x" * 400)

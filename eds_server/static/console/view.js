@@ -18,6 +18,32 @@ export function h(tag, attributes = {}, ...children) {
 
 const hidden = (text) => h("span", { class: "visually-hidden" }, text);
 
+// Characters that are invisible or reorder text: controls, bidi overrides and isolates (U+202E
+// shows what follows reversed), zero-width characters, line separators. A node id or label may hold
+// them (Envoys choose their own); they are shown as their escapes, never applied.
+const INVISIBLE = /[\u0000-\u001f\u007f-\u009f\u00ad\u061c\u180e\u200b-\u200f\u2028-\u202e\u2060-\u206f\ufeff]/gu;
+
+const escape = (char) => `\\u${char.codePointAt(0).toString(16).padStart(4, "0")}`;
+
+/** A value from outside as text nodes, with its invisible characters as visible `\u202e` marks. */
+function outside(text) {
+  const value = String(text);
+  const parts = [];
+  let last = 0;
+  for (const match of value.matchAll(INVISIBLE)) {
+    parts.push(value.slice(last, match.index), h("span", { class: "escaped", title: "an invisible character" }, escape(match[0])));
+    last = match.index + match[0].length;
+  }
+  parts.push(value.slice(last));
+  return parts.filter((part) => part !== "");
+}
+
+/** An id (node id, version, cluster) in a cell: isolated, wrapped and cut to three lines, whole in its title. */
+function longId(text, tag = "code", attributes = {}) {
+  const title = String(text).replace(INVISIBLE, escape);
+  return h(tag, { ...attributes, class: `long-id ${attributes.class ?? ""}`.trim(), title }, outside(text));
+}
+
 /** `10.0.0.5:8001`, `[::1]:8001`: how host URLs name a host (the API also takes `[::1]` as an address). */
 export function endpointOf(host) {
   const ip = String(host.ip_address).replace(/^\[(.*)\]$/, "$1");
@@ -191,7 +217,7 @@ function hostGroup(service, group, fetchedAt) {
         "span",
         { class: "locality" },
         words
-          ? words.map(([name, value]) => h("span", { class: "locality-part" }, h("span", { class: "muted" }, `${name} `), value))
+          ? words.map(([name, value]) => h("span", { class: "locality-part" }, h("span", { class: "muted" }, `${name} `), h("bdi", {}, outside(value))))
           : h("span", { class: "muted" }, "no locality"),
       ),
     ),
@@ -249,10 +275,10 @@ function clientsTable(name, clients) {
       return {
         class: client.stuck ? "stuck" : undefined,
         cells: [
-          [h("code", {}, client.node_id || "(no node id)"), client.cluster ? h("span", { class: "sub" }, client.cluster) : null],
-          [client.envoy_version || "unknown", h("span", { class: "sub" }, client.api)],
+          [client.node_id ? longId(client.node_id) : h("code", {}, "(no node id)"), client.cluster ? longId(client.cluster, "span", { class: "sub" }) : null],
+          [client.envoy_version ? longId(client.envoy_version, "span") : "unknown", h("span", { class: "sub" }, client.api)],
           [
-            client.version_held ? h("code", {}, client.version_held) : h("span", { class: "muted" }, "nothing yet"),
+            client.version_held ? longId(client.version_held) : h("span", { class: "muted" }, "nothing yet"),
             client.in_sync ? null : h("span", { class: "sub" }, "current ", h("code", {}, client.current_version)),
           ],
           clientState(client),
