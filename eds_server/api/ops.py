@@ -13,7 +13,7 @@ from ..store import StoreUnavailable
 from ..telemetry import CONTENT_TYPE
 from ..xds.clients import STUCK_AFTER_POLLS, ClientStatus
 from .auth import READ_SECURITY
-from .common import AUTH_RESPONSES, error_model
+from .common import AUTH_RESPONSES, error_model, nullable
 from .state import AppState, app_state
 
 ns = Namespace("ops", description="Liveness, readiness, metrics and the Envoy clients", path="/")
@@ -83,7 +83,9 @@ client_model = ns.model(
         "resource_name": fields.String(description="the service this row is about", example="myservice"),
         "resource_names": fields.List(fields.String, description="every name the node's poll asked for"),
         "api": fields.String(enum=["v3", "v2"]),
-        "version_held": fields.String(description="the version_info of its latest poll; null before it holds any"),
+        "version_held": nullable(
+            fields.String(description="the version_info of its latest poll; null before it holds any")
+        ),
         "current_version": fields.String(description="what it would be sent now"),
         "in_sync": fields.Boolean(description="version_held is the current version"),
         "last_poll": fields.String(description="ISO-8601 UTC", example="2026-01-01T12:00:00.000+00:00"),
