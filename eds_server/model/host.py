@@ -196,7 +196,7 @@ def seconds(value: Any, where: str, maximum: float, problems: list[Problem]) -> 
     if (
         isinstance(value, (int, float))
         and not isinstance(value, bool)
-        and math.isfinite(value)
+        and (isinstance(value, int) or math.isfinite(value))  # isfinite() of a huge int overflows
         and MIN_SECONDS <= value <= maximum
     ):
         return float(value)
