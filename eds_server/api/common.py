@@ -68,6 +68,7 @@ AUTH_RESPONSES = {
     403: ("the bearer token is not accepted for this call", error_model),
 }
 TOO_LARGE = (413, "the request body is over max_body_bytes; nothing was changed", error_model)
+BODY_STOPPED = (408, "the body stopped arriving (body_read_timeout); the connection is closed", error_model)
 NOT_JSON = (415, "the body is not sent as Content-Type: application/json; nothing was changed", error_model)
 
 STATUS_OF = {

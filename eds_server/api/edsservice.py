@@ -31,7 +31,17 @@ from ..registry import export
 from ..store import Change
 from ..xds import version_of
 from .auth import READ_SECURITY, WRITE_SECURITY
-from .common import AUTH_RESPONSES, NOT_JSON, TOO_LARGE, caller, error_model, expected_state, nullable, read_json
+from .common import (
+    AUTH_RESPONSES,
+    BODY_STOPPED,
+    NOT_JSON,
+    TOO_LARGE,
+    caller,
+    error_model,
+    expected_state,
+    nullable,
+    read_json,
+)
 from .state import app_state
 
 ns = Namespace("edsservice", description="Services and their upstream hosts", path="/edsservice")
@@ -251,6 +261,7 @@ class ServiceItem(Resource):
 
     @ns.response(*TOO_LARGE)
     @ns.response(*NOT_JSON)
+    @ns.response(*BODY_STOPPED)
     @ns.doc("create_service", params=IF_MATCH_DOC, security=WRITE_SECURITY)
     @ns.expect(service_input, validate=False)
     @ns.response(201, "created", service_output)
@@ -262,6 +273,7 @@ class ServiceItem(Resource):
 
     @ns.response(*TOO_LARGE)
     @ns.response(*NOT_JSON)
+    @ns.response(*BODY_STOPPED)
     @ns.doc("replace_service", params=IF_MATCH_DOC, security=WRITE_SECURITY)
     @ns.expect(service_input, validate=False)
     @ns.response(200, "replaced", service_output)
@@ -287,6 +299,7 @@ class ServiceItem(Resource):
 class HostList(Resource):
     @ns.response(*TOO_LARGE)
     @ns.response(*NOT_JSON)
+    @ns.response(*BODY_STOPPED)
     @ns.doc("upsert_host", params=IF_MATCH_DOC, security=WRITE_SECURITY)
     @ns.expect(host_model, validate=False)
     @ns.response(201, "host added (the service is created when absent)", service_output)
@@ -308,6 +321,7 @@ class HostList(Resource):
 class HostItem(Resource):
     @ns.response(*TOO_LARGE)
     @ns.response(*NOT_JSON)
+    @ns.response(*BODY_STOPPED)
     @ns.doc("patch_host", params=IF_MATCH_DOC, security=WRITE_SECURITY)
     @ns.expect(host_patch_model, validate=False)
     @ns.response(200, "changed", service_output)

@@ -25,6 +25,7 @@ from ..xds.render import v1_registration
 from ..xds.request import MAX_RESOURCE_NAMES, ParsedPerConnection
 from ..xds.resources import PATH_OF, POLL_PATHS, REGISTRATION_V1_PATH, TYPE_URLS, V2, V3
 from .common import (
+    BODY_STOPPED,
     CLOSE_CONNECTION,
     TOO_LARGE,
     BodyRefused,
@@ -162,16 +163,26 @@ v1_host_model = ns.model(
 )
 v1_model = ns.model("RegistrationV1", {"hosts": fields.List(fields.Nested(v1_host_model), required=True)})
 BAD_REQUEST = (400, "not a DiscoveryRequest: the field and the rule are named", error_model)
+# Documented as a string: the protocol makes it a hint, so a value that is not a number is ignored, never refused.
+TIMEOUT_HEADER = {
+    "x-envoy-expected-rq-timeout-ms": {
+        "in": "header",
+        "type": "string",
+        "description": "Envoy's request_timeout in milliseconds: a poll with nothing new is held for less than "
+        "this (long-poll); without it, or when it is not a plain number, the poll is answered at once",
+    }
+}
 
 
 @ns.route(PATH_OF[V3])
 class DiscoveryV3(Resource):
-    @ns.doc("discovery_v3")
+    @ns.doc("discovery_v3", params=TIMEOUT_HEADER)
     @ns.expect(request_model, validate=False)
     @ns.response(200, "a DiscoveryResponse with one v3 ClusterLoadAssignment per name", response_model)
     @ns.response(304, "version_info is already the current version")
     @ns.response(*BAD_REQUEST)
     @ns.response(*TOO_LARGE)
+    @ns.response(*BODY_STOPPED)
     def post(self):
         """Envoy's REST EDS poll (api_type: REST, transport_api_version: V3)."""
         return _answer_in_flask(V3)
@@ -179,12 +190,13 @@ class DiscoveryV3(Resource):
 
 @ns.route(PATH_OF[V2])
 class DiscoveryV2(Resource):
-    @ns.doc("discovery_v2")
+    @ns.doc("discovery_v2", params=TIMEOUT_HEADER)
     @ns.expect(request_model, validate=False)
     @ns.response(200, "a DiscoveryResponse with envoy.api.v2 type URLs", response_model)
     @ns.response(304, "version_info is already the current version")
     @ns.response(*BAD_REQUEST)
     @ns.response(*TOO_LARGE)
+    @ns.response(*BODY_STOPPED)
     def post(self):
         """The same poll for legacy Envoys (1.17 and older); Envoy 1.40 never calls it."""
         return _answer_in_flask(V2)

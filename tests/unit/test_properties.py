@@ -24,6 +24,7 @@ from hypothesis import strategies as st
 
 from eds_server.model import HEALTH_STATUSES, InvalidInput, parse_host, parse_service
 from eds_server.model.host import MAX_PRIORITY, MAX_WEIGHT
+from eds_server.store.base import dump_service, load_service
 from eds_server.xds.render import assignment, discovery_response, version_of
 from eds_server.xds.request import parse_request
 from eds_server.xds.resources import TYPE_URLS, V2, V3
@@ -40,13 +41,27 @@ PROPERTY = settings(
     suppress_health_check=[HealthCheck.too_slow],
 )
 
-json_scalars = st.one_of(
-    st.none(), st.booleans(), st.integers(-(2**63), 2**63 - 1), st.floats(allow_nan=False), st.text(max_size=12)
-)
-json_values = st.recursive(
-    json_scalars,
-    lambda inner: st.one_of(st.lists(inner, max_size=3), st.dictionaries(st.text(max_size=6), inner, max_size=3)),
-    max_leaves=6,
+# What a body parsed by Python's json can hold, and a YAML seed more: integers of any size (past
+# 2**53 a Struct rounds them, past 64 bits orjson refuses them), inf and nan (`1e400` reads as inf),
+# lone surrogates (`"\ud800"`), and nesting past any renderer's recursion limit.
+huge_integers = st.one_of(st.integers(-(2**63), 2**63 - 1), st.integers(), st.integers(2**53 - 2, 2**70))
+any_text = st.text(st.characters(codec=None, exclude_categories=()), max_size=12)
+json_scalars = st.one_of(st.none(), st.booleans(), huge_integers, st.floats(), any_text)
+
+
+def deeply_nested(depth: int, leaf):
+    for _ in range(depth):
+        leaf = {"k": leaf} if depth % 2 else [leaf]
+    return leaf
+
+
+json_values = st.one_of(
+    st.recursive(
+        json_scalars,
+        lambda inner: st.one_of(st.lists(inner, max_size=3), st.dictionaries(any_text, inner, max_size=3)),
+        max_leaves=6,
+    ),
+    st.builds(deeply_nested, st.integers(1, 300), json_scalars),
 )
 
 
@@ -72,7 +87,7 @@ ip_addresses = mostly(
 )
 ports = mostly(st.integers(1, 65535), 0, 1, 65535, 65536, -1, 80.0, "80", True)
 weights = mostly(st.integers(1, 1000), 0, 1, MAX_WEIGHT, MAX_WEIGHT + 1, -1, 1.5, None)
-labels = mostly(st.text(max_size=20), "", "us-central1-a", "é" * 256, "x" * 257, None)
+labels = mostly(st.text(max_size=20), "", "us-central1-a", "é" * 256, "x" * 257, None, "\ud800", garbage=any_text)
 tags = st.fixed_dictionaries(
     {},
     optional={
@@ -93,7 +108,15 @@ hosts = st.fixed_dictionaries(
             st.from_regex(r"[a-z0-9]([a-z0-9.-]{0,30}[a-z0-9])?", fullmatch=True), "", "-bad", "a" * 254, "é"
         ),
         "metadata": mostly(
-            st.dictionaries(st.text(max_size=8), json_values, max_size=4), {}, {"canary": True}, {"k": "v" * 5000}
+            st.dictionaries(any_text, json_values, max_size=4),
+            {},
+            {"canary": True},
+            {"k": "v" * 5000},
+            {"n": 2**53},
+            {"n": 2**53 + 1},
+            {"n": float("inf")},
+            {"k": deeply_nested(32, 1)},
+            {"k": deeply_nested(31, 1)},
         ),
         "ttl": mostly(st.floats(0.001, 1e6), 0, -1, 1e300, float("inf"), "30"),
     },
@@ -149,6 +172,16 @@ def test_every_accepted_host_renders_into_an_assignment_envoy_accepts(raw_hosts,
         endpoints = [lb for group in cla.endpoints for lb in group.lb_endpoints]
         assert sorted((lb.endpoint.address.socket_address.address, lb.endpoint.address.socket_address.port_value)
                       for lb in endpoints) == sorted(accepted)  # fmt: skip
+        # Envoy reads metadata as a Struct (numbers are doubles): it gets exactly what was accepted.
+        for lb in endpoints:
+            host = accepted[(lb.endpoint.address.socket_address.address, lb.endpoint.address.socket_address.port_value)]
+            if host.metadata:
+                struct = json_format.MessageToDict(lb.metadata.filter_metadata["envoy.lb"])
+                assert struct == {**host.metadata, **({"canary": True} if host.canary else {})}
+    # Stored and read back, it is the same service (same ETag, same version); listed, it is strict JSON.
+    stored = load_service(dump_service(service))
+    assert (stored, stored.etag, version_of(name, stored)) == (service, service.etag, version_of(name, service))
+    json.dumps(service.to_view(0.0), allow_nan=False).encode("utf-8")
 
 
 def test_the_checker_finds_what_envoy_rejects():
