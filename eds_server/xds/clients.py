@@ -13,7 +13,7 @@ batches of every worker and replica add up.
 Polls need no credentials, so what they may put here is bounded: each value
 by the request reader (xds/request.py), the rows by `ClientsLimits`, in the
 store (the least recently polled go first) and in this worker's memory
-between two flushes (rows of nodes beyond the bound wait for a later poll).
+between two flushes (there too, what polled least recently goes first).
 Reaching a bound is logged once, until the view is back within its bounds.
 """
 
@@ -104,7 +104,7 @@ class Clients:
         self.clock = clock
         self.limits = limits
         self._lock = threading.Lock()
-        self._pending: dict[tuple[str, str], _Seen] = {}
+        self._pending: OrderedDict[tuple[str, str], _Seen] = OrderedDict()  # least recently polled first
         self._unsent: dict[tuple[str, str], ClientRow] = {}  # rows of a flush the store did not take
         # (api, node id, names) -> [version this worker last sent in a 200, last poll], least recent first
         self._sent: OrderedDict[tuple[str, str, tuple[str, ...]], list] = OrderedDict()
@@ -133,12 +133,14 @@ class Clients:
             if sent is not None:
                 node[0] = sent
             for name in request.names:
-                seen = self._pending.get((request.node_id, name))
+                key = (request.node_id, name)
+                seen = self._pending.get(key)
                 if seen is None:
-                    if len(self._pending) >= self.limits.max_rows:
+                    seen = self._pending[key] = _Seen(sent_before)
+                    if len(self._pending) > self.limits.max_rows:
+                        self._pending.popitem(last=False)  # what polled least recently waits for its next poll
                         self._left_out += 1
-                        continue
-                    seen = self._pending[(request.node_id, name)] = _Seen(sent_before)
+                self._pending.move_to_end(key)
                 seen.note(request, now, rejected, node[0])
 
     def flush(self) -> None:
@@ -146,7 +148,7 @@ class Clients:
         limits = self.limits
         retention = Retention(self.clock() - limits.forget_after, limits.max_rows, limits.max_rows_per_node)
         with self._lock:
-            pending, self._pending = self._pending, {}
+            pending, self._pending = self._pending, OrderedDict()
             rows, self._unsent = self._unsent, {}
             left_out, self._left_out = self._left_out, 0
             while self._sent and next(iter(self._sent.values()))[1] < retention.forget_before:
@@ -154,17 +156,18 @@ class Clients:
         for (_, name), seen in pending.items():
             row = seen.row(name)
             rows[row.key] = row.merged_into(rows.get(row.key))
-        if rows:
-            try:
-                left_out += self.store.record_clients(list(rows.values()), retention)
-            except Exception:
-                with self._lock:
-                    for key, row in rows.items():
-                        newer = self._unsent.get(key)
-                        self._unsent[key] = row if newer is None else newer.merged_into(row)
-                    for key in list(self._unsent)[: max(0, len(self._unsent) - limits.max_rows)]:
-                        del self._unsent[key]  # an outage keeps at most a bound's worth of rows for later
-                raise
+        if not rows:
+            return
+        try:
+            left_out += self.store.record_clients(list(rows.values()), retention)
+        except Exception:
+            with self._lock:
+                for key, row in rows.items():
+                    newer = self._unsent.get(key)
+                    self._unsent[key] = row if newer is None else newer.merged_into(row)
+                for key in list(self._unsent)[: max(0, len(self._unsent) - limits.max_rows)]:
+                    del self._unsent[key]  # an outage keeps at most a bound's worth of rows for later
+            raise
         self._say_whether_at_bound(left_out)
 
     def _say_whether_at_bound(self, left_out: int) -> None:
