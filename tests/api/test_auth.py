@@ -1,4 +1,4 @@
-"""Bearer tokens (SPEC section 7): writes need a write token, reads optionally a read token."""
+"""Who may write and read (SPEC section 7): bearer tokens, a JSON content type for writes, and who a writer is."""
 
 import logging
 import os
@@ -229,3 +229,50 @@ def test_a_rotated_token_file_takes_effect_on_reload_and_no_token_is_logged(eds_
     assert "NO API TOKEN" not in log and "bearer token not accepted" in log
     for secret in (WRITER, ROTATED):
         assert secret not in log
+
+
+@pytest.mark.parametrize(
+    "trusted, peer, forwarded, logged",
+    [
+        ([], "127.0.0.1", "203.0.113.9", "127.0.0.1"),  # nobody is trusted by default
+        (["10.0.0.0/8"], "127.0.0.1", "203.0.113.9", "127.0.0.1"),  # the peer is not a trusted proxy
+        (["127.0.0.1"], "127.0.0.1", "203.0.113.9", "203.0.113.9"),
+        # A client that prepends its own claim is named by what the trusted proxy saw: the rightmost untrusted.
+        (["127.0.0.1", "10.0.0.0/8"], "127.0.0.1", "198.51.100.1, 203.0.113.9, 10.1.2.3", "203.0.113.9"),
+        (["::1"], "::ffff:127.0.0.1", "203.0.113.9", "::ffff:127.0.0.1"),
+        (["127.0.0.1"], "::ffff:127.0.0.1", "203.0.113.9", "203.0.113.9"),
+        (["127.0.0.1"], "127.0.0.1", "", "127.0.0.1"),
+    ],
+)
+def test_x_forwarded_for_names_the_writer_only_from_a_trusted_proxy(
+    make_client, caplog, trusted, peer, forwarded, logged
+):
+    client = make_client(trusted_proxies=trusted)
+    caplog.set_level(logging.INFO, "eds_server")
+    client.put(
+        "/edsservice/web",
+        json={"hosts": [HOST]},
+        headers={"X-Forwarded-For": forwarded},
+        environ_overrides={"REMOTE_ADDR": peer},
+    )
+    [change] = [r.getMessage() for r in caplog.records if r.name == "eds_server.registry"]
+    assert f" by={logged} " in change
+
+
+def test_writes_with_a_body_must_be_json(make_client):
+    """What a web page can make a browser send without a CORS preflight is refused (415), nothing changed."""
+    client = make_client()
+    body = '{"hosts": [{"ip_address": "10.0.0.5", "port": 8001}]}'
+    for content_type in ("text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x", None):
+        headers = {"Content-Type": content_type} if content_type else {}
+        response = client.put("/edsservice/web", data=body, headers=headers)
+        assert response.status_code == 415, content_type
+        assert "Content-Type: application/json" in response.get_json()["message"]
+    assert client.get("/edsservice").get_json() == []
+    json_types = ("application/json", "application/json; charset=utf-8", "Application/JSON", "application/x+json")
+    for content_type in json_types:
+        response = client.put("/edsservice/web", data=body, headers={"Content-Type": content_type})
+        assert response.status_code in (200, 201), content_type
+    # Writes without a body need no content type; polls take any (they only read).
+    assert client.delete("/edsservice/web/hosts/10.0.0.5:8001").status_code == 204
+    assert client.post("/v3/discovery:endpoints", data='{"resource_names": ["web"]}').status_code == 200

@@ -30,6 +30,8 @@ EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "25"))
 _DATA = tempfile.TemporaryDirectory(prefix="eds-fuzz-")
 STORE = open_store(f"sqlite:///{_DATA.name}/registry.db", version_of)
 APP = create_app(Settings(store="unused://", api_tokens=[TOKEN], max_services=50), store=STORE)
+# A node that holds nothing yet: /clients lists it with version_held null, which its schema must allow.
+APP.test_client().post("/v3/discovery:endpoints", json={"node": {"id": "new-envoy"}, "resource_names": ["web"]})
 schema = schemathesis.openapi.from_wsgi("/swagger.json", APP)
 # Requests the document allows and requests it forbids; the token is sent by the test
 # (refusals for a missing or wrong token are tested in test_auth.py).

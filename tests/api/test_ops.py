@@ -259,3 +259,35 @@ def test_json_logs_name_the_change_the_refusal_and_the_polling_node(eds_server):
     assert "ip_address" in refusal["message"]
     [access] = [r for r in records if r.get("node") == "edge-7"]
     assert (access["method"], access["path"], access["status"]) == ("POST", "/v3/discovery:endpoints", "200")
+
+
+def test_the_clients_view_keeps_its_bounds_and_says_so_once(tmp_path, clock, caplog):
+    """A flood of made-up nodes (polls need no credentials) fills the view to its bounds and no further;
+    the Envoys that keep polling stay, and reaching the bound is logged once, not once a flush."""
+    from eds_server.store import open_store
+    from eds_server.xds import version_of
+
+    store = open_store(f"sqlite:///{tmp_path}/registry.db", version_of, clock=clock)
+    app = create_app(Settings(store="unused://", clients_max_rows=5, clients_max_rows_per_node=2), store=store)
+    client, clients = app.test_client(), app_state(app).core.clients
+    caplog.set_level("INFO", "eds_server.clients")
+    client.post("/v3/discovery:endpoints", json=poll_body("edge-real", names=("a", "b", "c")))
+    for flood in range(3):
+        clock.advance(1)
+        for node in range(20):
+            client.post("/v3/discovery:endpoints", json=poll_body(f"made-up-{flood}-{node}", names=("x", "y")))
+        clock.advance(1)
+        client.post("/v3/discovery:endpoints", json=poll_body("edge-real", names=("a", "b", "c")))
+        clients.flush()
+    rows = client.get("/clients").get_json()["clients"]
+    assert len(rows) == 5
+    # Two rows per node: of one poll's names, the first ones.
+    assert sorted(r["resource_name"] for r in rows if r["node_id"] == "edge-real") == ["a", "b"]
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1 and "clients_max_rows=5" in warnings[0]
+    clock.advance(25 * 3600)  # everyone stops polling: the rows are forgotten, the view within its bounds again
+    client.post("/v3/discovery:endpoints", json=poll_body("edge-real"))
+    clients.flush()
+    assert [r["node_id"] for r in client.get("/clients").get_json()["clients"]] == ["edge-real"]
+    assert caplog.records[-1].getMessage() == "clients view within its bounds again"
+    store.close()

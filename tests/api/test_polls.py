@@ -350,3 +350,74 @@ def test_the_swagger_documented_route_answers_through_the_same_code(app, envoy_p
     held = json.dumps({**envoy_poll["body"], "version_info": fast.get_json()["version_info"]})
     assert flask_only.post("/v3/discovery:endpoints", data=held).status_code == 304
     assert flask_only.post("/v3/discovery:endpoints", data=b"{").status_code == 400
+
+
+@pytest.mark.parametrize(
+    "body, field, named",
+    [
+        (b'{"resource_names": ["web"], "node": null}', "node", "'null' must be an object"),
+        (b'{"resource_names": ["web"], "node": {"id": 7}}', "node.id", "'number' must be a string"),
+        (b'{"resource_names": ["web"], "node": {"id": true}}', "node.id", "'boolean' must be a string"),
+        (b'{"resource_names": ["web"], "node": []}', "node", "'array' must be an object"),
+        (b'{"resource_names": {"a": 1}}', "resource_names", "'object' must be an array"),
+        (b'{"resource_names": [null]}', "resource_names[0]", "'null' must be 1-128"),
+        # A name nested past any renderer's recursion limit is named by its type, not echoed.
+        (b'{"resource_names": [' + b"[" * 300 + b"]" * 300 + b"]}", "resource_names[0]", "'array' must be"),
+        (b"7", "body", "'number' must be an object"),
+    ],
+)
+def test_refusals_name_json_types_never_python_ones(client, body, field, named):
+    response = client.post("/v3/discovery:endpoints", data=body)
+    assert response.status_code == 400, response.data
+    message = response.get_json()["message"]
+    assert f"{field}: {named}" in message
+    for python in ("NoneType", "dict", "list", "int", "bool", "str"):
+        assert f"'{python}'" not in message
+
+
+def test_a_poll_states_at_most_ten_problems_and_quotes_nothing_long(client):
+    unknown = {f"field-{i}-" + "x" * 1000: 1 for i in range(500)}
+    response = client.post("/v3/discovery:endpoints", json={"resource_names": ["web"], **unknown})
+    assert response.status_code == 400
+    assert len(response.get_json()["errors"]) == 10 and len(response.data) < 10_000
+
+
+def test_what_a_poll_says_of_its_node_is_kept_bounded(client):
+    node = {"id": "n" * 100_000, "cluster": "c" * 100_000, "build_version": "b" * 100_000}
+    poll(client, api="v2", node=node, version="v" * 100_000)
+    [row] = client.get("/clients").get_json()["clients"]
+    assert (len(row["node_id"]), len(row["cluster"]), len(row["envoy_version"]), len(row["version_held"])) == (
+        512,
+        256,
+        256,
+        256,
+    )
+    assert row["node_id"].startswith("n" * 400) and "100000 chars, xxh3 " in row["node_id"]
+    # Two long ids that share their start stay two nodes.
+    poll(client, api="v2", node={**node, "id": "n" * 99_999 + "m"})
+    assert len({row["node_id"] for row in client.get("/clients").get_json()["clients"]}) == 2
+
+
+@pytest.mark.parametrize(
+    "announced", ["9" * 400, "-5", "+30000", "30000.0", "1e5", "\u0663\u0660\u0660\u0660\u0660", " 30000", "0x7530"]
+)
+def test_a_timeout_header_that_is_not_a_plain_number_is_ignored(app, client, announced):
+    """x-envoy-expected-rq-timeout-ms is a hint: anything but a decimal number is not held, and not refused."""
+    client.put("/edsservice/web", json={"hosts": [{"ip_address": "10.0.0.1", "port": 80}]})
+    current = poll(client).get_json()["version_info"]
+    polls = app_state(app).polls
+    assert polls.hold_for({"HTTP_X_ENVOY_EXPECTED_RQ_TIMEOUT_MS": announced}) == 0.0
+    response = client.post(
+        "/v3/discovery:endpoints",
+        json={"node": {"id": "node-1"}, "resource_names": ["web"], "version_info": current},
+        headers={"x-envoy-expected-rq-timeout-ms": announced},
+    )
+    assert response.status_code == 304
+
+
+@pytest.mark.parametrize("declared", ["abc", "-1", "+27", " 27", "1_0", "\u0662\u0667", "9" * 400])
+def test_a_content_length_that_is_not_digits_is_a_json_400_or_413(client, declared):
+    body = b'{"resource_names": ["web"]}'
+    response = client.post("/v3/discovery:endpoints", data=body, environ_overrides={"CONTENT_LENGTH": declared})
+    assert response.status_code == (413 if declared.isdigit() and declared.isascii() else 400)
+    assert "Content-Length" in response.get_json()["message"] or response.status_code == 413

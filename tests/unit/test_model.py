@@ -1,8 +1,17 @@
 """The host model's rules, against hand-written cases taken from SPEC section 3 and Envoy's limits."""
 
+import datetime
+
 import pytest
 
 from eds_server.model import Host, InvalidInput, parse_endpoint, parse_host, parse_service
+
+
+def nested_lists(depth):
+    value = [1]
+    for _ in range(depth - 1):
+        value = [value]
+    return value
 
 
 def problems_of(call):
@@ -195,3 +204,44 @@ def test_a_stored_record_reads_back_as_the_same_host_with_its_deadline():
     assert back == host and back.expires_at == 102.5 and back.to_dict() == data
     plain = parse_host({"ip_address": "10.0.0.1", "port": 1})
     assert Host.from_record(plain.to_record()) == plain and Host.from_record(plain.to_record()).expires_at is None
+
+
+@pytest.mark.parametrize(
+    "metadata, field, rule_part",
+    [
+        ({"n": 2**53 + 1}, "host.metadata.n", "within +-9007199254740992"),
+        ({"n": -(2**64)}, "host.metadata.n", "doubles"),
+        ({"n": [1, 10**400]}, "host.metadata.n[1]", "2**53"),
+        ({"x": float("inf")}, "host.metadata.x", "finite"),
+        ({"x": float("nan")}, "host.metadata.x", "finite"),
+        ({"s": "a\ud800b"}, "host.metadata.s", "lone surrogate"),
+        ({"\udfff": 1}, "host.metadata (a key)", "lone surrogate"),
+        ({1: "a YAML key"}, "host.metadata.1", "string key"),
+        ({"when": datetime.date(2026, 1, 1)}, "host.metadata.when", "not a date"),
+        ({"set": {1, 2}}, "host.metadata.set", "not a set"),
+        ({"d": {"e": nested_lists(31)}}, "host.metadata.d.e", "32 deep"),
+    ],
+)
+def test_metadata_holds_only_what_json_orjson_and_envoys_struct_carry(metadata, field, rule_part):
+    problems = problems_of(lambda: parse_host({"ip_address": "10.0.0.5", "port": 1, "metadata": metadata}))
+    assert any(f.startswith(field) and rule_part in rule for f, rule in problems.items()), problems
+
+
+def test_the_edges_of_what_metadata_may_hold_are_accepted():
+    deepest = {"k": 1}
+    for _ in range(30):  # 31 objects in metadata: 32 levels with metadata itself
+        deepest = {"k": deepest}
+    metadata = {"big": 2**53, "small": -(2**53), "tiny": 5e-324, "huge": 1.7976931348623157e308}
+    metadata.update({"rtl": "\u05d0\U0001f600", "deep": deepest})
+    assert parse_host({"ip_address": "10.0.0.5", "port": 1, "metadata": metadata}).metadata == metadata
+
+
+def test_a_label_must_be_valid_unicode_text():
+    problems = problems_of(lambda: parse_host({"ip_address": "10.0.0.5", "port": 1, "tags": {"az": "x\ud800"}}))
+    assert "lone surrogate" in problems["host.tags.az"]
+
+
+def test_a_refused_value_is_quoted_bounded_in_the_message():
+    with pytest.raises(InvalidInput) as caught:
+        parse_host({"ip_address": "x" * 100_000, "port": 10**300})
+    assert len(caught.value.message) < 1000 and "..." in caught.value.message

@@ -43,6 +43,12 @@ def test_seed_from_the_config_file_and_the_seed_file(tmp_path):
         ({"services": {"web": {}}}, "services.web.hosts: None is required"),
         ({"services": {"bad name": {"hosts": []}}}, "services.bad name.name"),
         ({"services": {"dup": {"hosts": [{"ip_address": "::1", "port": 1}] * 2}}}, "services.dup.hosts[1]"),
+        # YAML holds what JSON does not; the model refuses it with the field named, not a traceback.
+        ("services: {web: {hosts: [{ip_address: 10.0.0.1, port: 1, metadata: {at: 2026-01-01}}]}}\n", "metadata.at"),
+        ("services: {web: {hosts: [{ip_address: 10.0.0.1, port: 1, metadata: {n: 18446744073709551616}}]}}\n", "2**53"),
+        ("services: {web: {hosts: [{ip_address: 10.0.0.1, port: 1, metadata: {x: .inf}}]}}\n", "finite"),
+        ("services: {web: {hosts: [{ip_address: 10.0.0.1, port: 1, ttl: .inf}]}}\n", "services.web.hosts[0].ttl"),
+        ('services: {web: {hosts: [{ip_address: 10.0.0.1, port: 1, tags: {az: "\\ud800"}}]}}\n', "lone surrogate"),
     ],
 )
 def test_a_bad_seed_file_is_refused_naming_the_field(tmp_path, seed, message):

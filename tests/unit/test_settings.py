@@ -43,6 +43,12 @@ def test_booleans_from_the_environment(word, value):
         ({"EDS_STORE": "ftp://x"}, "unknown scheme"),
         ({"EDS_STORE": "redis://:pw@redis.internal:6379/db0"}, "database number"),
         ({"EDS_CONFIG": "/nonexistent.yaml"}, "No such file"),
+        ({"EDS_PORT": "1e400"}, "not an integer"),
+        ({"EDS_LONG_POLL_MAX_HOLD": "nan"}, "not a finite number"),
+        ({"EDS_LONG_POLL_MAX_HOLD": "inf"}, "not a finite number"),
+        ({"EDS_TRUSTED_PROXIES": "10.0.0.1,10.0.0.300"}, "'10.0.0.300' is not an IP address or network"),
+        ({"EDS_CLIENTS_MAX_ROWS": "0"}, "at least 1"),
+        ({"EDS_BODY_READ_TIMEOUT": "0"}, "more than 0 seconds"),
     ],
 )
 def test_bad_settings_say_what_is_wrong(environ, message):
@@ -55,3 +61,13 @@ def test_unknown_key_in_the_config_file(tmp_path):
     config.write_text("prot: 7000\n")
     with pytest.raises(SettingsError, match="unknown setting 'prot'"):
         load_settings(["--config", str(config)], environ={})
+
+
+def test_trusted_proxies_are_addresses_or_networks(tmp_path):
+    config = tmp_path / "eds.yaml"
+    config.write_text("trusted_proxies: [10.0.0.7, 10.1.0.0/16, '::1']\nport: .inf\n")
+    with pytest.raises(SettingsError, match="port: inf is not an integer"):
+        load_settings(["--config", str(config)], environ={})
+    settings = load_settings([], environ={"EDS_TRUSTED_PROXIES": "10.0.0.7, 10.1.0.0/16 ,::1"})
+    assert settings.trusted_proxies == ["10.0.0.7", "10.1.0.0/16", "::1"]
+    assert load_settings([], environ={}).trusted_proxies == []
