@@ -49,14 +49,22 @@ def _escape(match: re.Match) -> str:
     return READABLE.get(char) or (f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}")
 
 
+def _cut(text: str, limit: int) -> str:
+    if len(text) <= limit:
+        return text
+    marker = f"...[{len(text)} chars]"
+    return text[: limit - len(marker)] + marker
+
+
 def safe_value(value: Any) -> Any:
-    """A value a client may have chosen, as it may appear in a log line (numbers stay numbers)."""
+    """A value a client may have chosen, as it may appear in a log line (numbers stay numbers).
+
+    At most MAX_VALUE_CHARS, and making a safe value safe again leaves it as it is.
+    """
     if isinstance(value, (int, float)) or value is None:
         return value
-    text = value if isinstance(value, str) else str(value)
-    if len(text) > MAX_VALUE_CHARS:  # cut first: escaping then costs at most MAX_VALUE_CHARS
-        text = f"{text[:MAX_VALUE_CHARS]}...[{len(text)} chars]"
-    return UNSAFE_IN_VALUE.sub(_escape, text) if UNSAFE_IN_VALUE.search(text) else text
+    text = _cut(value if isinstance(value, str) else str(value), MAX_VALUE_CHARS)  # before escaping: cheap
+    return _cut(UNSAFE_IN_VALUE.sub(_escape, text), MAX_VALUE_CHARS) if UNSAFE_IN_VALUE.search(text) else text
 
 
 class _SafeMapping(Mapping):
@@ -76,11 +84,12 @@ class _SafeMapping(Mapping):
 
 
 class SafeValues(logging.Filter):
-    """Makes every record safe to write (see the module's docstring); never refuses one."""
+    """Makes every record safe to write (see the module's docstring); never refuses one.
+
+    A record goes through every handler of its logger: a second pass leaves it as the first made it.
+    """
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if getattr(record, "eds_safe", False):  # a record goes through every handler of its logger
-            return True
         try:
             args = record.args
             if isinstance(args, Mapping):
@@ -91,14 +100,13 @@ class SafeValues(logging.Filter):
                 message = str(record.msg)
         except Exception:  # a broken format: logged as logging would, with its arguments made safe
             message = f"{record.msg!s} {safe_value(record.args)}"
-        if len(message) > MAX_LINE_CHARS:
-            message = f"{message[:MAX_LINE_CHARS]}...[{len(message)} chars]"
-        record.msg = UNSAFE_IN_LINE.sub(_escape, message) if UNSAFE_IN_LINE.search(message) else message
-        record.args = None
+        message = _cut(message, MAX_LINE_CHARS)
+        if UNSAFE_IN_LINE.search(message):
+            message = _cut(UNSAFE_IN_LINE.sub(_escape, message), MAX_LINE_CHARS)
+        record.msg, record.args = message, None
         for name, value in list(vars(record).items()):
             if name not in RECORD_ATTRIBUTES and isinstance(value, str):
                 setattr(record, name, safe_value(value))
-        record.eds_safe = True
         return True
 
 

@@ -3,8 +3,11 @@
 import json
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from eds_server import Settings, create_app
+from eds_server.api.common import nests_deeper_than
 from eds_server.api.state import app_state
 from eds_server.store import open_store
 from eds_server.xds import version_of
@@ -164,3 +167,26 @@ def test_the_answer_cache_keeps_one_answer_per_request_however_many_writes(app, 
             body = {"node": {"id": "n"}, "resource_names": names, "type_url": V3_TYPE}
             assert client.post("/v3/discovery:endpoints", json=body).status_code == 200
     assert len(discovery._cache) == 2
+
+
+def depth(value) -> int:
+    if isinstance(value, dict):
+        return 1 + max(map(depth, value.values()), default=0)
+    if isinstance(value, list):
+        return 1 + max(map(depth, value), default=0)
+    return 0
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    value=st.recursive(
+        st.one_of(st.integers(), st.text(alphabet='[]{}"\\\\ aé', max_size=6)),
+        lambda inner: st.one_of(st.lists(inner, max_size=3), st.dictionaries(st.text('[]{}"\\\\a', max_size=3), inner)),
+        max_leaves=40,
+    ),
+    limit=st.integers(0, 12),
+)
+def test_the_body_depth_check_agrees_with_a_walk_of_the_parsed_body(value, limit):
+    """Strings full of brackets, quotes and backslashes do not fool the bytes-only check."""
+    raw = json.dumps(value, ensure_ascii=False).encode()
+    assert nests_deeper_than(raw, limit) == (depth(value) > limit)
