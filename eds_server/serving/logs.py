@@ -6,15 +6,19 @@ changes, refusals, polls). Access lines name the Envoy node that polled.
 
 Much of what is logged was chosen by a client: a node id, a path, a user
 agent, X-Forwarded-For, a refused value. `SafeValues`, on every handler,
-makes each such value safe before any format sees it, so no call site can
-forget: values are cut to MAX_VALUE_CHARS, and control characters (newline,
-carriage return, ESC, the rest of C0 and C1), Unicode line separators, bidi
-controls (U+202E shows text reversed), zero-width characters, lone surrogates
-and double quotes are written as escapes (`\\n`, `\\x1b`, `\\u202e`, `\\x22`). A
-value cannot end its line, fake another one, move a terminal's cursor or
-close a quoted field; and a whole line is cut to MAX_LINE_CHARS. (Backslashes
-stay as they are, so a value already quoted by repr() reads as it did.)
-Tracebacks (exc_info) are the server's own and are kept as they are.
+makes each record safe before any format sees it, so no call site can
+forget. A line is at most MAX_LINE_CHARS, and holds no control character
+(newline, carriage return, ESC, the rest of C0 and C1), Unicode line
+separator, bidi control (U+202E shows text reversed), zero-width character
+or lone surrogate: they are written as escapes (`\\n`, `\\x1b`, `\\u202e`).
+When a line has anything to escape, or is longer than MAX_VALUE_CHARS, each
+value is made safe on its own (cut to MAX_VALUE_CHARS, escaped, its double
+quotes too), so the line keeps its shape; extra fields (the JSON access
+line's) always are. A value cannot end its line, fake another one, move a
+terminal's cursor or close a quoted field. (Backslashes stay as they are, so
+a value already quoted by repr() reads as it did; gunicorn escapes the
+quotes of its access line's values itself.) Tracebacks (exc_info) are the
+server's own and are kept as they are.
 """
 
 from __future__ import annotations
@@ -40,7 +44,8 @@ UNSAFE_IN_LINE = re.compile(f"[{_UNSAFE}]")
 UNSAFE_IN_VALUE = re.compile(f'[{_UNSAFE}"]')
 READABLE = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
 # Attributes every LogRecord has: the others are a call's `extra` fields (the JSON access line's).
-RECORD_ATTRIBUTES = frozenset(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
+_BASE_ATTRIBUTES = frozenset(vars(logging.makeLogRecord({})))
+RECORD_ATTRIBUTES = _BASE_ATTRIBUTES | {"message", "asctime"}  # the last two set by formatters
 
 
 def _escape(match: re.Match) -> str:
@@ -90,24 +95,43 @@ class SafeValues(logging.Filter):
     """
 
     def filter(self, record: logging.LogRecord) -> bool:
-        try:
-            args = record.args
-            if isinstance(args, Mapping):
-                message = str(record.msg) % _SafeMapping(args)
-            elif args:
-                message = str(record.msg) % tuple(safe_value(arg) for arg in args)
-            else:
-                message = str(record.msg)
-        except Exception:  # a broken format: logged as logging would, with its arguments made safe
-            message = f"{record.msg!s} {safe_value(record.args)}"
-        message = _cut(message, MAX_LINE_CHARS)
-        if UNSAFE_IN_LINE.search(message):
-            message = _cut(UNSAFE_IN_LINE.sub(_escape, message), MAX_LINE_CHARS)
+        message = _plain_message(record)
+        if message is None or len(message) > MAX_VALUE_CHARS or UNSAFE_IN_LINE.search(message):
+            # Something to cut or escape: each value on its own (the access line's quotes stay quotes).
+            message = _safe_message(record)
         record.msg, record.args = message, None
-        for name, value in list(vars(record).items()):
-            if name not in RECORD_ATTRIBUTES and isinstance(value, str):
-                setattr(record, name, safe_value(value))
+        if len(vars(record)) > len(_BASE_ATTRIBUTES):  # it may have `extra` fields
+            for name in vars(record).keys() - RECORD_ATTRIBUTES:
+                value = getattr(record, name)
+                if isinstance(value, str):
+                    setattr(record, name, safe_value(value))
         return True
+
+
+def _plain_message(record: logging.LogRecord) -> str | None:
+    """The message as logging would write it, or None when its format breaks. Most lines (every poll's
+    access line) hold nothing to cut or escape: this is all they cost."""
+    try:
+        return record.getMessage()
+    except Exception:
+        return None
+
+
+def _safe_message(record: logging.LogRecord) -> str:
+    try:
+        args = record.args
+        if isinstance(args, Mapping):
+            message = str(record.msg) % _SafeMapping(args)
+        elif args:
+            message = str(record.msg) % tuple(safe_value(arg) for arg in args)
+        else:
+            message = str(record.msg)
+    except Exception:  # a broken format: logged as logging would, with its arguments made safe
+        message = f"{record.msg!s} {safe_value(record.args)}"
+    message = _cut(message, MAX_LINE_CHARS)
+    if UNSAFE_IN_LINE.search(message):
+        message = _cut(UNSAFE_IN_LINE.sub(_escape, message), MAX_LINE_CHARS)
+    return message
 
 
 def safe_handlers(*loggers: logging.Logger) -> None:
