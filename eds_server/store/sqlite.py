@@ -314,6 +314,9 @@ class SqliteStore(Store):
             conn.execute("BEGIN IMMEDIATE")
             try:
                 yield conn
+                if _identity(self.path) != conn.identity:  # deleted or replaced while the step ran
+                    self._drop_connections()
+                    raise StoreUnavailable(f"sqlite store {self.path}: the database file is gone; nothing was changed")
             except BaseException:
                 with suppress(sqlite3.Error):  # sqlite may have rolled back itself (a full disk)
                     conn.execute("ROLLBACK")

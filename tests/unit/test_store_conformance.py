@@ -254,3 +254,35 @@ def test_a_closed_store_reconnects_on_next_use_and_keeps_its_contents(store):
     put(store, "svc", host("10.0.0.1"), host("10.0.0.2"))
     assert len(store.get("svc").hosts) == 2
     store.ping()
+
+
+def test_sqlite_never_acknowledges_a_write_into_a_file_that_is_gone(tmp_path, monkeypatch):
+    """The file deleted while a write runs: refused before COMMIT (nothing written); deleted between COMMIT
+    and its answer (the write went into a file nobody will open again): 503 saying it may be lost, never a 2xx."""
+    from eds_server.store import CommitOutcomeUnknown, StoreUnavailable
+    from eds_server.store import sqlite as sqlite_store
+
+    db = tmp_path / "registry.db"
+    store = open_store(f"sqlite:///{db}", version_of)
+    host = parse_host({"ip_address": "10.0.0.1", "port": 80})
+
+    def delete_meanwhile(current):
+        db.rename(tmp_path / "moved-away.db")
+        return Service("web", (host,))
+
+    with pytest.raises(StoreUnavailable, match="nothing was changed"):
+        store.update("web", delete_meanwhile)
+    (tmp_path / "moved-away.db").rename(db)
+    assert store.get("web") is None  # rolled back: nothing reached the file
+
+    checked = []
+    real_identity = sqlite_store._identity
+
+    def gone_after_commit(path):
+        checked.append(path)
+        return None if len(checked) == 3 else real_identity(path)  # before the write, before COMMIT, after it
+
+    monkeypatch.setattr(sqlite_store, "_identity", gone_after_commit)
+    with pytest.raises(CommitOutcomeUnknown, match="may be lost"):
+        store.update("web", lambda current: Service("web", (host,)))
+    store.close()
