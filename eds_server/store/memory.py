@@ -52,6 +52,8 @@ class MemoryStore(Store):
                 self._clients[row.key] = row.merged_into(self._clients.get(row.key))
             for key in [k for k, row in self._clients.items() if row.last_poll < forget_before]:
                 del self._clients[key]
+            self._generation += 1
+        self._notify()
 
     def clients(self) -> list[ClientRow]:
         with self._lock:
@@ -71,11 +73,14 @@ class MemoryStore(Store):
             else:
                 self._services[name] = (after, version_after)
             self._generation += 1
+        self._notify()
+        return Change(name, current, after, version_before, version_after)
+
+    def _notify(self) -> None:
         changes = self._changes
         if changes is not None:
             with changes:
                 changes.notify_all()
-        return Change(name, current, after, version_before, version_after)
 
     def wait_for_change(self, timeout: float) -> bool:
         if self._changes is None:

@@ -65,8 +65,10 @@ DEADLINES = PREFIX + "deadlines"
 # The clients view: hash of JSON [node id, resource name] -> row, and when each row last polled.
 CLIENTS = PREFIX + "clients"
 CLIENTS_SEEN = PREFIX + "clients:seen"
-# Pub/sub channels are not per database: the channel names the database.
+# Pub/sub channels are not per database: the channel names the database. A service's write
+# publishes its name on the first; a batch of clients-view rows publishes on the second.
 CHANGES = PREFIX + "changes:{db}"
+CLIENT_CHANGES = PREFIX + "clients:changes:{db}"
 # Defaults a URL may override (`?socket_timeout=5`): short, because a poll
 # waiting on a dead Redis is a poll Envoy times out on.
 CONNECTION_DEFAULTS: dict[str, Any] = {"socket_connect_timeout": 0.5, "socket_timeout": 1.0}
@@ -138,7 +140,8 @@ class RedisStore(Store):
         self._redis = redis.Redis.from_url(
             url, decode_responses=True, retry=Retry(NoBackoff(), 0), **CONNECTION_DEFAULTS
         )
-        self._changes = CHANGES.format(db=self._redis.connection_pool.connection_kwargs.get("db", 0))
+        db = self._redis.connection_pool.connection_kwargs.get("db", 0)
+        self._changes, self._client_changes = CHANGES.format(db=db), CLIENT_CHANGES.format(db=db)
         self._outage: Outage | None = None
         self._outage_lock = threading.Lock()
         # name -> (record JSON, version): the registry as last followed; None until first loaded.
@@ -273,7 +276,7 @@ class RedisStore(Store):
         while not closed.is_set():
             try:
                 with self._redis.pubsub(ignore_subscribe_messages=True) as pubsub:
-                    pubsub.subscribe(self._changes)
+                    pubsub.subscribe(self._changes, self._client_changes)
                     self._reached()
                     self._resync.clear()
                     # Subscribed before loading: a change made meanwhile is read again after.
@@ -283,7 +286,8 @@ class RedisStore(Store):
                     while not closed.is_set() and not self._resync.is_set():
                         message = pubsub.get_message(timeout=FOLLOWER_TICK)
                         if message is not None and message["type"] == "message":
-                            self._load_one(message["data"])
+                            if message["channel"] == self._changes:
+                                self._load_one(message["data"])
                             self._note_change()
             except redis.RedisError as error:
                 if not closed.is_set():
@@ -301,7 +305,7 @@ class RedisStore(Store):
             self._changed.notify_all()
 
     def wait_for_change(self, timeout: float) -> bool:
-        """Woken by the follower, which hears every write of every replica on the changes channel."""
+        """Woken by the follower, which hears every write (and clients-view batch) of every replica."""
         self._follow_here()
         with self._changed:
             seen = self._generation_seen
@@ -333,6 +337,7 @@ class RedisStore(Store):
                 if gone:
                     pipe.hdel(CLIENTS, *gone)
                     pipe.zrem(CLIENTS_SEEN, *gone)
+                pipe.publish(self._client_changes, "")  # wakes the propagation waits of every replica
                 try:
                     pipe.execute()
                     return

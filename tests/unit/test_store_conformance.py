@@ -193,6 +193,20 @@ def test_wait_for_change_wakes_for_a_write_from_another_connection(store, tmp_pa
     assert store.wait_for_change(5) is True
 
 
+def test_wait_for_change_wakes_for_a_batch_of_client_rows(store):
+    """Propagation waits sleep on the change signal and read the clients view when woken."""
+    store.wait_for_change(0.05)
+    assert store.wait_for_change(0.05) is False
+    other = same_data_elsewhere(store)
+    woke = []
+    waiter = threading.Thread(target=lambda: woke.append(store.wait_for_change(5)))
+    waiter.start()
+    time.sleep(0.05)
+    other.record_clients([client_row(version_held="v1")], forget_before=0)
+    waiter.join(6)
+    assert woke == [True]
+
+
 def test_count_follows_creates_and_deletes(store):
     assert store.count() == 0
     for name in ("a", "b", "c"):
