@@ -50,7 +50,13 @@ class Server(BaseApplication):
         state = app_state(worker.wsgi)
         worker.background = [
             ttl_sweeper(state.registry, self.settings.sweep_interval).start(),
-            Periodic("eds-clients-flush", self.settings.clients_flush_interval, state.core.clients.flush).start(),
+            # Early after news (a node reporting another version, or rejecting one): what waits wait for.
+            Periodic(
+                "eds-clients-flush",
+                self.settings.clients_flush_interval,
+                state.core.clients.flush,
+                wake=state.core.clients.news,
+            ).start(),
             Periodic("eds-metrics-flush", METRICS_FLUSH_INTERVAL, state.metrics.flush).start(),
         ]
 
