@@ -36,7 +36,12 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
     state = AppState(
         settings=settings,
         registry=registry_for(settings, store),
-        core=DiscoveryCore(store, cache_size=settings.response_cache_size, on_held_count=metrics.held_count),
+        core=DiscoveryCore(
+            store,
+            cache_size=settings.response_cache_size,
+            on_held_count=metrics.held_count,
+            subscribed_within=settings.subscribed_within,
+        ),
         metrics=metrics,
     )
     state.install(app)

@@ -46,6 +46,11 @@ class Settings:
     # longer than the client's x-envoy-expected-rq-timeout-ms minus long_poll_margin seconds.
     long_poll_max_hold: float = 25.0
     long_poll_margin: float = 1.0
+    # Write-and-wait (README "Waiting until every Envoy has a change"): an Envoy counts as subscribed
+    # to a service while its last sign of life (a poll arriving; a held poll, while it is held) is at
+    # most subscribed_within seconds old; a wait (?wait=SECONDS) may last propagation_max_wait at most.
+    subscribed_within: float = 10.0
+    propagation_max_wait: float = 120.0
     # Bearer tokens (SECURITY in the README). repr=False: settings may be logged, tokens never.
     api_tokens: list[str] = field(default_factory=list, repr=False)
     api_token_file: str | None = None
@@ -236,6 +241,13 @@ def validate(settings: Settings) -> None:
             f"long_poll_max_hold {settings.long_poll_max_hold}, long_poll_margin {settings.long_poll_margin}: "
             "must be 0 or more seconds"
         )
+    if settings.subscribed_within <= settings.clients_flush_interval:
+        raise SettingsError(
+            f"subscribed_within {settings.subscribed_within}: must be more than clients_flush_interval "
+            f"({settings.clients_flush_interval} s): a node's polls reach the store only that often"
+        )
+    if settings.propagation_max_wait < 0:
+        raise SettingsError(f"propagation_max_wait {settings.propagation_max_wait}: must be 0 or more seconds")
     if settings.max_services < 1 or settings.max_hosts_per_service < 1:
         raise SettingsError("max_services and max_hosts_per_service must be at least 1")
     if settings.api_token_file:
