@@ -5,7 +5,7 @@ from __future__ import annotations
 from flask import Flask
 from flask_restx import Api
 
-from .api import auth, console, edsservice, ops, polls
+from .api import auth, console, edsservice, ops, polls, propagation
 from .api.common import register_error_handlers
 from .api.state import AppState
 from .registry import Limits, Registry
@@ -62,6 +62,7 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
     auth.install(app, auth.Tokens.from_settings(settings))
     register_error_handlers(app, api)
     api.add_namespace(edsservice.ns)
+    api.add_namespace(propagation.ns)
     api.add_namespace(polls.ns)
     api.add_namespace(ops.ns)
     app.register_blueprint(console.bp)

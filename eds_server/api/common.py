@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from datetime import UTC, datetime
 from typing import Any
 
 from flask import Flask, current_app, request
@@ -93,6 +94,11 @@ def read_json() -> Any:
         raise InvalidInput([Problem("body", f"<{len(raw)} bytes>", f"is not valid JSON: {error}")]) from None
     except RecursionError:
         raise InvalidInput([Problem("body", f"<{len(raw)} bytes>", "nests arrays or objects too deeply")]) from None
+
+
+def timestamp(epoch: float) -> str:
+    """An epoch time as the API writes times: ISO-8601 UTC, to the millisecond."""
+    return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="milliseconds")
 
 
 def caller() -> str:
