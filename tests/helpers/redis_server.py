@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 import signal
 from dataclasses import dataclass, field
@@ -59,13 +58,6 @@ class RedisServer(Managed):
 
     def log(self) -> str:
         return (self.tmp / f"redis-{self.port}.log").read_text()
-
-    def pause(self) -> None:
-        """SIGSTOP: a Redis that hangs (connections open, no answers) until `resume`."""
-        os.kill(self.process.pid, signal.SIGSTOP)
-
-    def resume(self) -> None:
-        os.kill(self.process.pid, signal.SIGCONT)
 
     def crash(self) -> None:
         """SIGKILL: no chance to flush anything; only what was fsynced survives."""
