@@ -31,12 +31,13 @@ from pathlib import Path
 
 import requests
 
+from eds_server import Settings
 from eds_server.registry import Limits, Registry
 from eds_server.store import open_store
 from eds_server.xds import version_of
 from scripts.processes import REPO, free_port, rss_kb, start, stop, wait_until, worker_pids
 
-from . import long_poll
+from . import long_poll, propagation
 
 FIXTURE = REPO / "tests" / "fixtures" / "envoy-1.40-eds-poll-request.json"
 LUA = Path(__file__).parent / "lua"
@@ -299,6 +300,15 @@ def long_poll_figures(tmp: Path, args) -> dict:
     return figures
 
 
+def propagation_section(tmp: Path, workers: int, writes: int) -> str:
+    """Write and wait (bench/propagation.py) on a fresh server."""
+    server = eds_server(tmp, tmp / "propagation.db", workers)
+    try:
+        return propagation.figures(server, captured_body(None), writes, workers, Settings().subscribed_within)
+    finally:
+        server.stop()
+
+
 def render_long_poll(args, figures: dict) -> str:
     def latency(mode: str) -> str:
         values = figures[mode]
@@ -383,6 +393,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--services", type=int, default=10_000)
     parser.add_argument("--envoy-writes", type=int, default=30, help="writes timed to a real Envoy, long-poll")
     parser.add_argument("--held-clients", type=int, default=2000)
+    parser.add_argument("--wait-writes", type=int, default=20, help="writes waited for, per simulated fleet")
     parser.add_argument("--report", type=Path, default=REPORT)
     args = parser.parse_args(argv)
 
@@ -417,11 +428,14 @@ def main(argv: list[str] | None = None) -> int:
             rounds.append(one_round(tmp, args, answers, bodies, big_db))
         print("long-poll ...", flush=True)
         long_poll = long_poll_figures(tmp, args)
+        print("write and wait ...", flush=True)
+        write_and_wait = propagation_section(tmp, args.workers, args.wait_writes)
     history = record_run(args.report.with_name("bench-history.jsonl"), about, rounds, long_poll)
     report = "\n".join(
         (
             render(args, about, rounds, parse, dispatch, fill_seconds),
             render_long_poll(args, long_poll),
+            write_and_wait,
             render_history(history),
         )
     )
