@@ -50,7 +50,7 @@ envoy_model = ns.model(
         ),
         "version_held": fields.String(description="the version it reported last; null before it holds any"),
         "last_seen": fields.String(
-            description="its last sign of life, ISO-8601 UTC: a poll arriving, or a held poll while it is held"
+            description="its last sign of life, ISO-8601 UTC: a poll arriving; now for one whose poll is held"
         ),
         "rejection": fields.String(description="why it rejected, in its own words when it says (gRPC); null over REST"),
     },
@@ -139,14 +139,14 @@ def answer_after_wait(change: Change, body: dict | None, status: int, headers: d
     return body, STATUS_OF_OUTCOME[result.outcome], headers
 
 
-def envoy_json(envoy: Envoy) -> dict:
+def envoy_json(result: Propagation, envoy: Envoy) -> dict:
     row = envoy.status.row
     return {
         "node_id": row.node_id,
         "cluster": row.cluster,
         "state": envoy.state,
         "version_held": row.version_held,
-        "last_seen": timestamp(envoy.status.last_seen),
+        "last_seen": timestamp(result.last_seen(envoy)),
         "rejection": envoy.status.rejection,
     }
 
@@ -164,36 +164,42 @@ def propagation_json(result: Propagation) -> dict:
         "behind": result.named(BEHIND),
         "rejected": result.named(REJECTED),
         "stopped_polling": result.named(STOPPED_POLLING),
-        "envoys": [envoy_json(envoy) for envoy in result.envoys],
+        "envoys": [envoy_json(result, envoy) for envoy in result.envoys],
     }
 
 
-def _about(envoy: Envoy) -> str:
+def _about(result: Propagation, envoy: Envoy) -> str:
     """One Envoy in a sentence: its node id and what it holds."""
     row, status = envoy.status.row, envoy.status
     holds = f"holds {row.version_held}" if row.version_held else "holds nothing yet"
     if envoy.state == REJECTED:
         holds += f", rejected {status.current_version}" + (f": {status.rejection}" if status.rejection else "")
     if envoy.state == STOPPED_POLLING:
-        holds += f", last seen {timestamp(status.last_seen)}"
+        holds += f", last seen {timestamp(result.last_seen(envoy))}"
     return f"{row.node_id} ({holds})"
 
 
 def summary(result: Propagation) -> str:
     """The outcome in a sentence, for people: how many Envoys have it, and which do not."""
-    count, have = result.subscribed, result.have_it
-    of_them = f"{have} of {count} Envoys polling {result.service} have version {result.version} or a later one"
-    parts = {
-        IN_SYNC: f"every Envoy polling {result.service} ({count}) has version {result.version} or a later one"
-        if count
-        else f"no Envoy polls {result.service}: there is nothing to wait for",
-        REJECTED: f"{of_them}; rejected by " + ", ".join(_about(e) for e in result.envoys if e.state == REJECTED),
-        TIMED_OUT: f"{of_them} after {result.waited:.1f} s; behind: "
-        + ", ".join(_about(e) for e in result.envoys if e.state == BEHIND),
-    }
-    sentence = parts[result.outcome]
-    gone = [_about(e) for e in result.envoys if e.state == STOPPED_POLLING]
-    return sentence + (f"; stopped polling, not counted: {', '.join(gone)}" if gone else "")
+
+    def listed(state: str) -> str:
+        return ", ".join(_about(result, envoy) for envoy in result.envoys if envoy.state == state)
+
+    service, version, count = result.service, result.version, result.subscribed
+    if result.outcome == IN_SYNC:
+        sentence = (
+            f"every Envoy polling {service} ({count}) has version {version} or a later one"
+            if count
+            else f"no Envoy polls {service}: there is nothing to wait for"
+        )
+    else:
+        sentence = f"{result.have_it} of {count} Envoys polling {service} have version {version} or a later one"
+        if result.outcome == REJECTED:
+            sentence += f"; rejected by {listed(REJECTED)}"
+        else:
+            sentence += f" after {result.waited:.1f} s; behind: {listed(BEHIND)}"
+    gone = listed(STOPPED_POLLING)
+    return sentence + (f"; stopped polling, not counted: {gone}" if gone else "")
 
 
 @ns.route("/<string:name>/propagation")

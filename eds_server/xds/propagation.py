@@ -62,6 +62,11 @@ class Propagation:
     current_version: str
     envoys: tuple[Envoy, ...]
     waited: float  # seconds since the wait began
+    looked_at: float  # epoch seconds, by the clients view's clock
+
+    def last_seen(self, envoy: Envoy) -> float:
+        """An Envoy's last sign of life as of this look: now for one whose poll is held right now."""
+        return min(envoy.status.last_seen, self.looked_at)
 
     def named(self, state: str) -> list[str]:
         """The node ids in `state`."""
@@ -141,7 +146,7 @@ class Propagations:
         statuses = self.clients.statuses(service)
         now = self.clients.clock()
         envoys = tuple(Envoy(s, state_of(s, version, later, now, self.subscribed_within)) for s in statuses)
-        return Propagation(service, version, current, envoys, time.monotonic() - started)
+        return Propagation(service, version, current, envoys, time.monotonic() - started, now)
 
     def _next_departure(self, result: Propagation) -> float:
         """Seconds until a node behind leaves the subscribed window (and stops counting)."""

@@ -6,6 +6,7 @@ against Envoy's own update_rejected counter.
 
 from __future__ import annotations
 
+import subprocess
 import threading
 
 import pytest
@@ -13,6 +14,7 @@ import requests
 
 from scripts.envoy import EDS_CLUSTER, Envoy, local_bootstrap
 from scripts.processes import free_port
+from tests.helpers.readme import readme_script
 
 SERVICE = "myservice"  # the bootstrap's service_name
 LONG_POLL = ("edge-long-1", "edge-long-2")
@@ -134,3 +136,38 @@ def test_a_wait_on_one_replica_hears_the_envoys_of_another(eds_server, redis_url
     assert (outcome["outcome"], outcome["have_it"]) == ("in_sync", 2)
     assert outcome["waited"] < 20
     assert [envoy.host_ports() for envoy in fleet] == [[alpha.port], [alpha.port]]
+
+
+def run_deploy(tmp_path, server, new, old, wait: float) -> subprocess.CompletedProcess:
+    """The README's deploy.sh, as an operator runs it."""
+    script = tmp_path / "deploy.sh"
+    script.write_text(readme_script("# deploy.sh"))
+    settings = {"EDS": server.url, "NEW": f"127.0.0.1:{new.port}", "OLD": f"127.0.0.1:{old.port}"}
+    env = {"PATH": "/usr/bin:/bin", **settings, "WAIT": str(wait), "DRAIN": "0"}
+    return subprocess.run(["bash", str(script)], env=env, capture_output=True, text=True, timeout=120)
+
+
+def test_the_readme_deploy_script_replaces_a_host_or_stops_naming_the_envoy_behind(
+    tmp_path, server, envoy_for, upstreams
+):
+    fleet = {node: envoy_for(server, node_id=node) for node in LONG_POLL}
+    alpha, beta, gamma = upstreams("alpha"), upstreams("beta"), upstreams("gamma")
+    assert write(server, "PUT", wait=20, json={"hosts": [alpha.host()]}).status_code == 201
+
+    done = run_deploy(tmp_path, server, new=beta, old=alpha, wait=20)
+    assert done.returncode == 0, done.stderr
+    assert [envoy.host_ports() for envoy in fleet.values()] == [[beta.port], [beta.port]]
+
+    fleet["edge-long-2"].pause()
+    try:
+        stopped = run_deploy(tmp_path, server, new=gamma, old=beta, wait=2)
+    finally:
+        fleet["edge-long-2"].resume()
+    assert stopped.returncode == 22  # curl --fail-with-body: the first step did not reach every Envoy
+    assert "curl: (22) The requested URL returned error: 504" in stopped.stderr
+    assert "behind: edge-long-2 (holds " in stopped.stdout
+    # It stopped after the first step: the new host is in, the old one neither drained nor removed.
+    hosts = requests.get(f"{server.url}/edsservice/{SERVICE}", timeout=5).json()["hosts"]
+    assert sorted((h["port"], h["health_status"]) for h in hosts) == sorted(
+        [(beta.port, "HEALTHY"), (gamma.port, "HEALTHY")]
+    )

@@ -155,3 +155,12 @@ def test_a_wait_ends_with_what_it_knows_when_the_worker_stops(registry, core):
     core.holds.stop()
     thread.join(30)
     assert waiting[0].outcome == TIMED_OUT and waiting[0].waited < 30
+
+
+def test_an_envoy_whose_poll_is_held_counts_and_was_last_seen_now(registry, core, clock):
+    current = put(registry, 80)
+    core.clients.arrived(poll("edge-1", current), hold=25)  # held: no answer for up to 25 s
+    clock.advance(WITHIN + 5)  # longer than the window, but the poll is still held
+    result = core.propagation.wait("web", current, 0)
+    assert states(result) == {"edge-1": IN_SYNC}
+    assert result.last_seen(result.envoys[0]) == clock()
