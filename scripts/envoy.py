@@ -176,6 +176,15 @@ def start_envoy(tmp: Path, eds_ports: list[int], listener_port: int = 0, admin_p
     ).start()
 
 
+def start_rejecting_envoy(tmp: Path, eds_ports: list[int], **options: Any) -> Envoy:
+    """An Envoy that rejects an update the registry accepts (another Envoy takes it): its own local
+    cluster is the EDS one, and Envoy refuses a local cluster host at a priority other than 0."""
+    admin_port, listener_port = free_port(), free_port()
+    bootstrap = local_bootstrap(eds_ports, listener_port, admin_port, **options)
+    bootstrap["cluster_manager"] = {"local_cluster_name": EDS_CLUSTER}
+    return Envoy(tmp, bootstrap, admin_port, listener_port).start()
+
+
 @dataclass
 class Upstream(Managed):
     """`scripts/hello_upstream.py`: answers every request with its name."""

@@ -12,6 +12,7 @@ from flask_restx import Api, Model, fields
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from ..model import (
+    NAME_PATTERN,
     AlreadyExists,
     Expected,
     InvalidInput,
@@ -49,6 +50,9 @@ def nullable(field: fields.Raw) -> fields.Raw:
     field.schema = nullable_schema
     return field
 
+
+# The {name} of the routes under /edsservice, as documented.
+NAME_PARAM = {"description": "service name: 1-128 characters of A-Z a-z 0-9 . _ -", "pattern": NAME_PATTERN.pattern}
 
 # Calls the token check (api/auth.py) may refuse document these.
 AUTH_RESPONSES = {

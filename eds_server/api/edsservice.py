@@ -9,7 +9,6 @@ from flask_restx import Namespace, Resource, fields
 
 from ..model import (
     HEALTH_STATUSES,
-    NAME_PATTERN,
     InvalidInput,
     NotFound,
     Problem,
@@ -31,7 +30,16 @@ from ..registry import export
 from ..store import Change
 from ..xds import version_of
 from .auth import READ_SECURITY, WRITE_SECURITY
-from .common import AUTH_RESPONSES, TOO_LARGE, caller, error_model, expected_state, nullable, read_json
+from .common import (
+    AUTH_RESPONSES,
+    NAME_PARAM,
+    TOO_LARGE,
+    caller,
+    error_model,
+    expected_state,
+    nullable,
+    read_json,
+)
 from .propagation import WAIT_OUTCOMES, WAIT_PARAM, answer_after_wait, propagation_model, requested_wait
 from .state import app_state
 
@@ -162,8 +170,6 @@ deleted_not_propagated = ns.inherit("DeletedServiceNotPropagated", deleted_outpu
 WAITED = {status: (description, service_not_propagated) for status, description in WAIT_OUTCOMES.items()}
 WAITED_DELETE = {status: (description, deleted_not_propagated) for status, description in WAIT_OUTCOMES.items()}
 
-NAME_DOC = "service name: 1-128 characters of A-Z a-z 0-9 . _ -"
-NAME_PARAM = {"description": NAME_DOC, "pattern": NAME_PATTERN.pattern}
 IF_MATCH_DOC = {"If-Match": {"description": "ETag read earlier; 412 when the service changed since", "in": "header"}}
 WRITE_PARAMS = {**IF_MATCH_DOC, **WAIT_PARAM}
 

@@ -17,13 +17,13 @@ import re
 from flask import g, request
 from flask_restx import Namespace, Resource, fields
 
-from ..model import NAME_PATTERN, InvalidInput, NotFound, Problem, validate_name
+from ..model import InvalidInput, NotFound, Problem, validate_name
 from ..store import Change
 from ..xds import version_of
 from ..xds.propagation import BEHIND, IN_SYNC, REJECTED, STOPPED_POLLING, TIMED_OUT, Envoy, Propagation
 from ..xds.render import VERSION_PATTERN
 from .auth import READ_SECURITY
-from .common import AUTH_RESPONSES, error_model, timestamp
+from .common import AUTH_RESPONSES, NAME_PARAM, error_model, timestamp
 from .state import app_state
 
 log = logging.getLogger("eds_server.propagation")
@@ -203,7 +203,7 @@ def summary(result: Propagation) -> str:
 
 
 @ns.route("/<string:name>/propagation")
-@ns.param("name", "service name: 1-128 characters of A-Z a-z 0-9 . _ -", pattern=NAME_PATTERN.pattern)
+@ns.param("name", **NAME_PARAM)
 @ns.doc(responses=AUTH_RESPONSES)
 class PropagationRoute(Resource):
     @ns.doc(

@@ -12,8 +12,7 @@ import threading
 import pytest
 import requests
 
-from scripts.envoy import EDS_CLUSTER, Envoy, local_bootstrap
-from scripts.processes import free_port
+from scripts.envoy import Envoy, start_rejecting_envoy
 from tests.helpers.readme import readme_script
 
 SERVICE = "myservice"  # the bootstrap's service_name
@@ -88,12 +87,7 @@ def test_a_stopped_envoy_is_named_until_it_resumes_and_no_wait_passes_the_server
 
 def test_an_envoy_rejecting_the_update_is_named_at_once(tmp_path, server, envoy_for, upstreams):
     accepting = envoy_for(server, node_id="edge-long-1")
-    # An Envoy whose own cluster is the EDS one rejects any host at a priority other than 0:
-    # an update the registry accepts, as another Envoy would take it.
-    admin, listener = free_port(), free_port()
-    bootstrap = local_bootstrap([server.port], listener, admin, node_id="edge-rejecting")
-    bootstrap["cluster_manager"] = {"local_cluster_name": EDS_CLUSTER}
-    rejecting = Envoy(tmp_path, bootstrap, admin, listener).start()
+    rejecting = start_rejecting_envoy(tmp_path, [server.port], node_id="edge-rejecting")
     try:
         alpha = upstreams("alpha")
         assert write(server, "PUT", wait=20, json={"hosts": [alpha.host()]}).status_code == 201

@@ -2,27 +2,9 @@
 
 from __future__ import annotations
 
-import pytest
-
-from eds_server.registry import Limits, Registry
 from eds_server.store import open_store
 from eds_server.xds import DiscoveryCore, DiscoveryRequest, version_of
-
-
-def poll(node: str = "edge-1", version: str | None = None, names: tuple[str, ...] = ("web",)) -> DiscoveryRequest:
-    return DiscoveryRequest("v3", names, version, node, "edge", "1.40.0")
-
-
-@pytest.fixture
-def registry(tmp_path, clock):
-    store = open_store(f"sqlite:///{tmp_path}/registry.db", version_of, clock=clock)
-    yield Registry(store, Limits())
-    store.close()
-
-
-def put(registry: Registry, *ports: int) -> str:
-    change = registry.replace("web", {"hosts": [{"ip_address": "10.0.0.1", "port": port} for port in ports]})
-    return change.version_after
+from tests.helpers.discovery import poll, put
 
 
 def row_of(core: DiscoveryCore, node: str = "edge-1"):

@@ -6,32 +6,17 @@ import threading
 
 import pytest
 
-from eds_server.registry import Limits, Registry
 from eds_server.store import open_store
-from eds_server.xds import DiscoveryCore, DiscoveryRequest, version_of
+from eds_server.xds import DiscoveryCore, version_of
 from eds_server.xds.propagation import BEHIND, IN_SYNC, REJECTED, STOPPED_POLLING, TIMED_OUT
+from tests.helpers.discovery import poll, put
 
 WITHIN = 10.0
-
-
-def poll(node: str, version: str | None, names: tuple[str, ...] = ("web",)) -> DiscoveryRequest:
-    return DiscoveryRequest("v3", names, version, node, "edge", "1.40.0")
-
-
-@pytest.fixture
-def registry(tmp_path, clock):
-    store = open_store(f"sqlite:///{tmp_path}/registry.db", version_of, clock=clock)
-    yield Registry(store, Limits())
-    store.close()
 
 
 @pytest.fixture
 def core(registry):
     return DiscoveryCore(registry.store, subscribed_within=WITHIN)
-
-
-def put(registry: Registry, *ports: int, name: str = "web") -> str:
-    return registry.replace(name, {"hosts": [{"ip_address": "10.0.0.1", "port": p} for p in ports]}).version_after
 
 
 def states(result) -> dict[str, str]:
