@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import logging
 import re
+from time import perf_counter
 
 from flask import g, request
 from flask_restx import Namespace, Resource, fields
 
 from ..model import InvalidInput, NotFound, Problem, validate_name
-from ..store import Change
+from ..store import Change, StoreUnavailable
 from ..xds import version_of
 from ..xds.propagation import BEHIND, IN_SYNC, REJECTED, STOPPED_POLLING, TIMED_OUT, Envoy, Propagation
 from ..xds.render import VERSION_PATTERN
@@ -129,10 +130,20 @@ def answer_after_wait(change: Change, body: dict | None, status: int, headers: d
     """
     # A deleted service's version is that of no endpoints: what its Envoys are sent.
     version = change.version_after or version_of(change.name, None)
-    result = wait(change.name, version, seconds)
-    # The write metrics count the write's own outcome and time, not the wait's.
-    g.write_status, g.waited = status, result.waited
-    body = {**(body or {"name": change.name, "version": version}), "propagation": propagation_json(result)}
+    body = body or {"name": change.name, "version": version}
+    started = perf_counter()
+    try:
+        result = wait(change.name, version, seconds)
+    except StoreUnavailable as error:
+        log.warning("propagation service=%s version=%s: the store is away: %s", change.name, version, error)
+        body["message"] = (
+            f"the write was applied (version {version}), but whether it reached every Envoy is not known: {error}"
+        )
+        return body, 503, headers
+    finally:
+        # The write metrics count the write's own outcome and time, not the wait's.
+        g.write_status, g.waited = status, perf_counter() - started
+    body["propagation"] = propagation_json(result)
     if result.outcome == IN_SYNC:
         return body, 200 if status == 204 else status, headers
     body["message"] = f"the write was applied (version {version}), but {summary(result)}"

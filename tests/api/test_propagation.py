@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import pytest
 
+from eds_server.api.state import app_state
+from eds_server.store import StoreUnavailable
 from eds_server.xds import version_of
 
 from .test_ops import poll_body, samples
@@ -64,6 +66,20 @@ def test_a_write_with_wait_is_applied_even_when_the_wait_times_out(client):
     counted = samples(client.get("/metrics").get_data(as_text=True))
     assert counted[("eds_writes_total", (("operation", "upsert-host"), ("outcome", "201")))] == 1
     assert ("eds_writes_total", (("operation", "upsert-host"), ("outcome", "504"))) not in counted
+
+
+def test_a_write_whose_wait_cannot_read_the_clients_view_says_it_was_applied(client, monkeypatch):
+    def away():
+        raise StoreUnavailable("the store is away")
+
+    monkeypatch.setattr(app_state(client.application).registry.store, "clients", away)
+    answer = client.put("/edsservice/web", json={"hosts": [HOST]}, query_string={"wait": 1})
+    assert answer.status_code == 503
+    version = answer.get_json()["version"]
+    assert answer.get_json()["message"] == (
+        f"the write was applied (version {version}), but whether it reached every Envoy is not known: the store is away"
+    )
+    assert client.get("/edsservice/web").get_json()["version"] == version
 
 
 def test_a_write_with_wait_answers_its_own_status_once_in_sync(client):
