@@ -171,6 +171,8 @@ class Clients:
 
     def answered(self, arrival: Arrival, sent: str | None) -> None:
         """Note the answer to an arrived poll: it was `sent` this version (None: told nothing changed)."""
+        if sent is None and arrival.held_until is None:  # nothing new sent, no hold to end: nothing to note
+            return
         request = arrival.request
         now = self.clock()
         with self._lock:
