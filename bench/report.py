@@ -12,13 +12,21 @@ from __future__ import annotations
 import json
 import re
 import statistics
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from .run import Round
 
 HAND_WRITTEN = "<!-- written by hand: make bench keeps this section -->"
+
+
+@dataclass
+class Round:
+    """The figures of one round of the bench, by name (`bench/run.py` puts them, the report reads them)."""
+
+    figures: dict[str, float] = field(default_factory=dict)
+
+    def put(self, name: str, value: float) -> None:
+        self.figures[name] = value
+
 
 TARGETS = {
     "up-to-date polls (304), 10-host service": ("eds 304-10 rps", "bare 304-10 rps", 0.70),

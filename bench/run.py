@@ -25,7 +25,7 @@ import tempfile
 import time
 import timeit
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -34,15 +34,24 @@ import requests
 from eds_server.registry import Limits, Registry
 from eds_server.store import open_store
 from eds_server.xds import version_of
+from eds_server.xds.resources import PATH_OF, V3
 from scripts.processes import REPO, free_port, rss_kb, start, stop, wait_until, worker_pids
 
 from . import long_poll
-from .report import hand_written_sections, record_run, render, render_history, render_long_poll, write_report
+from .report import (
+    Round,
+    hand_written_sections,
+    record_run,
+    render,
+    render_history,
+    render_long_poll,
+    write_report,
+)
 
 FIXTURE = REPO / "tests" / "fixtures" / "envoy-1.40-eds-poll-request.json"
 LUA = Path(__file__).parent / "lua"
 REPORT = REPO / "docs" / "PERFORMANCE.md"
-POLL = "/v3/discovery:endpoints"
+POLL = PATH_OF[V3]
 SERVICE = "myservice"  # the name the captured poll asks for
 
 
@@ -143,14 +152,6 @@ def eds_server(tmp: Path, db: Path, workers: int, services: int = 10_000) -> Ser
 def bare_server(tmp: Path, answers: Path, workers: int) -> Server:
     port = free_port()
     return Server(tmp, ["-m", "bench.bare_app", str(answers), str(port), str(workers), "false"], "bare", port)
-
-
-@dataclass
-class Round:
-    figures: dict[str, float] = field(default_factory=dict)
-
-    def put(self, name: str, value: float) -> None:
-        self.figures[name] = value
 
 
 def fill(db: Path, services: int, hosts_each: int) -> float:
