@@ -1,10 +1,11 @@
 """The clients view: which Envoy nodes poll, the version each holds, and which are stuck.
 
-REST has no NACK: an Envoy that rejected an answer just keeps polling with
-the version it had. Each worker notes, per node, the version it last sent;
-a poll that reports another one after that is a rejected poll. The rejected
-polls of every worker add up per version sent, and after `STUCK_AFTER_POLLS`
-of them the node shows as stuck, whichever workers its polls reached.
+REST has no NACK (docs/PROTOCOL.md#no-nack-over-rest): an Envoy that
+rejected an answer just keeps polling with the version it had. Each worker
+notes, per node, the version it last sent; a poll that reports another one
+after that is a rejected poll. The rejected polls of every worker add up per
+version sent, and after `STUCK_AFTER_POLLS` of them the node shows as stuck,
+whichever workers its polls reached.
 
 A poll only touches this worker's memory. The rows reach the store in one
 batch per `flush` (every second or so, from a background thread), where the

@@ -1,4 +1,4 @@
-"""Fuzzing every operation of the served OpenAPI document with schemathesis (SPEC section 7).
+"""Fuzzing every operation of the served OpenAPI document with schemathesis (README.md#security).
 
 Every generated request must get a documented status that is not 5xx, with a
 body that matches the document, and a refused request (4xx) must leave the
@@ -58,7 +58,7 @@ def test_every_operation(case):
     excluded = [positive_data_acceptance]
     if any(value.startswith("application/yaml") for value in response.headers.get("content-type", [])):
         # Swagger 2.0 gives a response one schema for every media type: the JSON one. The
-        # YAML export is the seed file format, which test_seed.py reads back.
+        # YAML export is the seed file format, which tests/unit/test_seed.py reads back.
         excluded.append(response_schema_conformance)
     case.validate_response(response, headers=headers, excluded_checks=excluded)
     assert response.status_code < 500, response.text

@@ -1,4 +1,4 @@
-"""Discovery answers, parsed with Envoy's own protos and compared with hand-written expectations (SPEC 5)."""
+"""Discovery answers, parsed with Envoy's own protos and compared with hand-written expectations (docs/PROTOCOL.md)."""
 
 import gc
 import json
