@@ -36,7 +36,7 @@ from .common import (
 from .state import AppState, app_state
 
 ns = Namespace("discovery", description="What Envoy polls (REST-JSON xDS)", path="/")
-log = logging.getLogger("eds_server.discovery")
+log = logging.getLogger("eds_server.polls")
 ns.add_model(error_model.name, error_model)
 
 JSON_HEADERS = [("Content-Type", "application/json")]
