@@ -122,7 +122,8 @@ def render(args, about, rounds: list[Round], parse, dispatch, fill_seconds: floa
     lines = [
         "# Performance",
         "",
-        "Written by `make bench` (`bench/run.py`); the figures below are from its last run.",
+        "Written by `make bench` (`bench/run.py` measures, `bench/report.py` writes); the figures below are",
+        "from its last run, except in the sections written by hand, which say where theirs come from.",
         "",
         "## The machine",
         "",
