@@ -15,7 +15,7 @@ from envoy.config.endpoint.v3 import endpoint_pb2
 from envoy.service.discovery.v3 import discovery_pb2
 from google.protobuf import json_format
 
-from ..conftest import load_fixture, tutorial_text
+from ..helpers.captured import load_fixture, tutorial_text
 
 TUTORIAL_POST = re.compile(r"curl -X POST [^\n]*? -d '(\{.*?\})' http://localhost:8080/edsservice/(\w+)", re.DOTALL)
 

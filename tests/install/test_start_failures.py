@@ -64,7 +64,8 @@ def venv_without_packaging(tmp_path_factory) -> Path:
 
 def test_a_worker_class_that_does_not_import(venv_without_packaging, store):
     cause = refused("--port", str(free_port()), "--store", store, python=venv_without_packaging / "bin" / "python")
-    assert "eds_server.worker.EdsWorker" in cause and "No module named 'packaging'" in cause
+    assert cause.startswith("gunicorn worker class eds_server.") and "EdsWorker does not import" in cause
+    assert "No module named 'packaging'" in cause
     assert "requirements.txt" in cause
 
 

@@ -17,7 +17,7 @@ from eds_server.settings import load_settings
 from scripts.envoy import EDS_CLUSTER, LOCAL_BOOTSTRAP, envoy_binary
 from scripts.processes import REPO
 
-from .install import dockerfile
+from ..install import dockerfile
 
 COMPOSE_BOOTSTRAP = REPO / "envoy" / "envoy.yaml"
 COMPOSE_FILE = REPO / "docker-compose.yml"
