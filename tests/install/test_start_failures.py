@@ -41,8 +41,7 @@ def _dropping(capabilities: tuple[str, ...]) -> list[str]:
     """A command prefix that runs without these capabilities (which root has, and a user has not)."""
     if os.geteuid() != 0:
         return []
-    if not shutil.which("setpriv"):
-        pytest.skip("setpriv (util-linux) is needed to run a start without root's capabilities")
+    assert shutil.which("setpriv"), "setpriv (util-linux, see scripts/system-deps.sh) drops root's capabilities"
     return ["setpriv", "--bounding-set", ",".join(f"-{name}" for name in capabilities)]
 
 
@@ -81,8 +80,7 @@ def test_a_port_in_use(store):
 
 def test_a_privileged_port_without_the_right_to_bind_it(store):
     first_unprivileged = int(Path("/proc/sys/net/ipv4/ip_unprivileged_port_start").read_text())
-    if first_unprivileged <= 80:
-        pytest.skip(f"every port from {first_unprivileged} up is unprivileged on this machine")
+    assert first_unprivileged > 80, f"ip_unprivileged_port_start is {first_unprivileged}: port 80 is open to all"
     cause = refused("--port", "80", "--store", store, without_capabilities=("net_bind_service",))
     assert cause.startswith("cannot listen on 127.0.0.1:80: Permission denied")
     assert "below 1024" in cause
