@@ -13,6 +13,7 @@ from .settings import Settings
 from .store import Store, open_store
 from .telemetry import Metrics
 from .xds import DiscoveryCore, version_of
+from .xds.resources import PATH_OF, V3
 
 
 def registry_for(settings: Settings, store: Store) -> Registry:
@@ -46,13 +47,14 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
     )
     state.install(app)
     # Envoy's polls are answered in front of Flask (see api/polls.py).
-    state.polls = app.wsgi_app = polls.PollRoutes(app.wsgi_app, state)
+    app.wsgi_app = routes = polls.PollRoutes(app.wsgi_app, state)
+    state.answer_poll = routes.respond
     api = Api(
         app,
         version="1.0",
         title="eds-server",
         description="REST-JSON Endpoint Discovery Service for Envoy: register upstream hosts per service; "
-        "Envoy polls POST /v3/discovery:endpoints. "
+        f"Envoy polls POST {PATH_OF[V3]}. "
         "The [operator console](ui/) shows the services, their hosts and the Envoys polling them.",
         doc="/",
         authorizations=auth.AUTHORIZATIONS,

@@ -1,4 +1,4 @@
-"""`/edsservice`: the registry API (the classic tutorial's calls; docs/PROTOCOL.md)."""
+"""`/edsservice`: the registry API (the classic tutorial's calls; README.md#the-registry-api)."""
 
 from __future__ import annotations
 

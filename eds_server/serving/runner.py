@@ -20,6 +20,7 @@ from ..xds import version_of
 from . import logs
 from .background import Periodic, ttl_sweeper
 from .gunicorn_options import gunicorn_options
+from .preflight import check_can_start
 
 log = logging.getLogger("eds_server")
 
@@ -93,12 +94,10 @@ def start_up(settings: Settings, store: Store) -> None:
 
 
 def serve(settings: Settings) -> None:
+    check_can_start(settings)
     # The start-up's lines look like the workers' (whose Flask app finds a
     # handler already there and adds none of its own).
     logs.configure(settings.log_level, settings.log_format)
-    warning = writes_open_warning(settings)
-    if warning:
-        log.warning("\n%s\n%s\n%s", "!" * 78, warning, "!" * 78)
     store = open_store(settings.store, version_of)
     try:
         start_up(settings, store)
@@ -106,6 +105,10 @@ def serve(settings: Settings) -> None:
         # Connections must not cross the fork; the workers inherit the store
         # object (a memory:// store with its contents) and reconnect on first use.
         store.close()
+    # Only a server that does start warns (a refused start says why, in one line).
+    warning = writes_open_warning(settings)
+    if warning:
+        log.warning("\n%s\n%s\n%s", "!" * 78, warning, "!" * 78)
     # Every worker writes its metric values under this server's own directory,
     # made before the workers fork so that /metrics on any of them adds up all.
     metrics_dir = tempfile.mkdtemp(prefix="eds-server-metrics-")

@@ -1,13 +1,14 @@
 """The clients view: which Envoy nodes poll, the version each holds, and which rejected the current one.
 
-REST has no NACK: an Envoy that rejected an answer just keeps polling with
-the version it had. Each worker notes, per node, the version it last sent
-and the version the node reported in the poll answered with it. A later poll
-that still reports that same version rejected what was sent; one that
-reports a third version took it from another worker or replica (after a
-rollback, say) and says nothing about this worker's answer. The rejected
-polls of every worker add up per version sent, and a node that rejected the
-current version shows as stuck, whichever workers its polls reached.
+REST has no NACK (docs/PROTOCOL.md#no-nack-over-rest): an Envoy that
+rejected an answer just keeps polling with the version it had. Each worker
+notes, per node, the version it last sent and the version the node reported
+in the poll answered with it. A later poll that still reports that same
+version rejected what was sent; one that reports a third version took it
+from another worker or replica (after a rollback, say) and says nothing
+about this worker's answer. The rejected polls of every worker add up per
+version sent, and a node that rejected the current version shows as stuck,
+whichever workers its polls reached.
 
 A poll is noted twice, both times in this worker's memory only: when it
 arrives (what the node holds, whether it rejected, and a sign of life that

@@ -90,7 +90,7 @@ class DiscoveryCore:
             self.holds.wait(request.names, version, hold)
             held = time.monotonic() - started
             version = self.current_version(request.names)
-        # Never 304 a poll without version_info: Envoy holds nothing yet.
+        # Never 304 a poll without version_info: Envoy holds nothing yet (docs/PROTOCOL.md#what-envoy-keeps).
         if request.version_info is not None and request.version_info == version:
             return Answer(304, b"", version, held)
         key = (request.api, request.names)

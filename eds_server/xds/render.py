@@ -55,7 +55,8 @@ def lb_endpoint(host: Host) -> dict[str, Any]:
 
 
 def assignment(name: str, service: Service | None) -> dict[str, Any]:
-    """The ClusterLoadAssignment for `name`; no service renders as one with no endpoints."""
+    """The ClusterLoadAssignment for `name`; no service renders as one with no endpoints
+    (an empty resource list would make Envoy keep its old ones: docs/PROTOCOL.md#what-envoy-keeps)."""
     groups: dict[tuple[int, tuple[str, str, str]], list[Host]] = defaultdict(list)
     for host in service.hosts if service else ():
         groups[(host.priority, host.locality)].append(host)

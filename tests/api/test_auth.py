@@ -1,4 +1,4 @@
-"""Bearer tokens (SPEC section 7): writes need a write token, reads optionally a read token."""
+"""Bearer tokens (README.md#security): writes need a write token, reads optionally a read token."""
 
 import logging
 import os

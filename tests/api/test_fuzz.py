@@ -1,4 +1,4 @@
-"""Fuzzing every operation of the served OpenAPI document with schemathesis (SPEC section 7).
+"""Fuzzing every operation of the served OpenAPI document with schemathesis (README.md#security).
 
 Every generated request must get a documented status that is not 5xx (but the
 502 and 504 that a write's ?wait answers when its change did not reach every
@@ -61,7 +61,7 @@ def test_every_operation(case):
     excluded = [positive_data_acceptance]
     if any(value.startswith("application/yaml") for value in response.headers.get("content-type", [])):
         # Swagger 2.0 gives a response one schema for every media type: the JSON one. The
-        # YAML export is the seed file format, which test_seed.py reads back.
+        # YAML export is the seed file format, which tests/unit/test_seed.py reads back.
         excluded.append(response_schema_conformance)
     case.validate_response(response, headers=headers, excluded_checks=excluded)
     waited = response.status_code in (502, 504) and "propagation" in response.text

@@ -111,11 +111,11 @@ def test_a_rejecting_node_is_stuck_whichever_worker_each_poll_reaches(tmp_path):
 
 
 def test_a_flush_the_store_refuses_is_sent_whole_with_the_next(client, monkeypatch):
-    services = app_state(client.application)
+    state = app_state(client.application)
     client.put("/edsservice/web", json={"hosts": [{"ip_address": "10.0.0.1", "port": 80}]})
     for _ in range(2):
         client.post("/v3/discovery:endpoints", json=poll_body("bad", version="an-old-version"))
-    store = services.registry.store
+    store = state.registry.store
     record_clients = store.record_clients
 
     def unavailable(rows, forget_before):
@@ -123,7 +123,7 @@ def test_a_flush_the_store_refuses_is_sent_whole_with_the_next(client, monkeypat
 
     monkeypatch.setattr(store, "record_clients", unavailable)
     with pytest.raises(StoreUnavailable):
-        services.core.clients.flush()
+        state.core.clients.flush()
     monkeypatch.setattr(store, "record_clients", record_clients)
     for _ in range(2):
         client.post("/v3/discovery:endpoints", json=poll_body("bad", version="an-old-version"))
