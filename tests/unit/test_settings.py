@@ -43,6 +43,8 @@ def test_booleans_from_the_environment(word, value):
         ({"EDS_STORE": "ftp://x"}, "unknown scheme"),
         ({"EDS_STORE": "redis://:pw@redis.internal:6379/db0"}, "database number"),
         ({"EDS_CONFIG": "/nonexistent.yaml"}, "No such file"),
+        ({"EDS_SUBSCRIBED_WITHIN": "1"}, "subscribed_within 1.0: must be more than clients_flush_interval"),
+        ({"EDS_PROPAGATION_MAX_WAIT": "-1"}, "propagation_max_wait -1.0: must be 0 or more seconds"),
     ],
 )
 def test_bad_settings_say_what_is_wrong(environ, message):
