@@ -11,7 +11,7 @@ from .api import auth, console, discovery, ops, registry
 from .api.common import register_error_handlers
 from .metrics import Metrics
 from .registry import Limits, Registry
-from .settings import Settings
+from .settings import Settings, store_options
 from .store import Store, open_store
 from .xds import Discovery, version_of
 from .xds.clients import Clients
@@ -38,7 +38,7 @@ def registry_for(settings: Settings, store: Store) -> Registry:
 def create_app(settings: Settings | None = None, store: Store | None = None) -> Flask:
     """Build the WSGI app. Opens the store named by `settings.store` unless one is given."""
     settings = settings or Settings()
-    store = store or open_store(settings.store, version_of)
+    store = store or open_store(settings.store, version_of, **store_options(settings))
     app = Flask("eds_server")
     app.config.update(
         MAX_CONTENT_LENGTH=settings.max_body_bytes,

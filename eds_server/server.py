@@ -16,7 +16,7 @@ from .background import Periodic
 from .gunicorn_conf import gunicorn_options
 from .metrics import FLUSH_INTERVAL as METRICS_FLUSH_INTERVAL
 from .metrics import enable_multiprocess, worker_gone
-from .settings import Settings
+from .settings import Settings, store_options
 from .store import Store, open_store
 from .sweeper import sweeper
 from .xds import version_of
@@ -93,7 +93,7 @@ def serve(settings: Settings) -> None:
     warning = writes_open_warning(settings)
     if warning:
         log.warning("\n%s\n%s\n%s", "!" * 78, warning, "!" * 78)
-    store = open_store(settings.store, version_of)
+    store = open_store(settings.store, version_of, **store_options(settings))
     try:
         start_up(settings, store)
     finally:

@@ -209,18 +209,27 @@ class Store(ABC):
 
         return self._atomically(name, step)
 
+    def writable_since(self) -> float | None:
+        """When the store last became writable again after refusing writes (clock seconds); None when
+        it never refused any that anyone noticed. A store that is always writable leaves it None."""
+        return None
+
     def expire(self, now: float | None = None) -> list[Change]:
         """Remove every host whose ttl ran out; one atomic step per service.
 
         The removal is re-checked inside each step, so when several workers or
-        replicas sweep at once, each expiry is applied exactly once.
+        replicas sweep at once, each expiry is applied exactly once. After the
+        store refused writes (heartbeats among them), a host is removed only
+        once it has had a whole ttl of a writable store to heartbeat in.
         """
         now = self.clock() if now is None else now
+        writable_since = self.writable_since()
 
         def drop_expired(current: Service | None) -> Service | None:
             if current is None or current.next_expiry is None or current.next_expiry > now:
                 return current
-            return current.without_expired(now)
+            after = current.without_expired(now, writable_since)
+            return current if after.hosts == current.hosts else after
 
         changes = [self.update(name, drop_expired) for name in self.due_for_expiry(now)]
         return [c for c in changes if c.before is not c.after]

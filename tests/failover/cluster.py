@@ -1,0 +1,202 @@
+"""Redis with Sentinel on loopback, as real processes stopped by PID: one primary, its replicas and
+three Sentinels, the deployment a `redis+sentinel://` store is tested and benchmarked against.
+
+The servers are the suite's `RedisServer`s (AOF, `appendfsync always`) with replication options
+added; the Sentinels watch the primary with `down-after-milliseconds` 1000 and a short
+`failover-timeout`, so that a killed primary is replaced within a few seconds.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import redis
+
+from scripts.processes import Managed, free_port, wait_until
+from tests.redis_server import RedisServer
+
+PRIMARY_NAME = "eds-primary"
+
+
+@dataclass
+class SentinelServer(Managed):
+    """One `redis-sentinel` watching `primary_port` under PRIMARY_NAME, with a quorum of 2."""
+
+    tmp: Path
+    primary_port: int
+    data_password: str | None = None
+    password: str | None = None  # the Sentinel's own (requirepass), asked of clients and of the other Sentinels
+    tls_files: dict[str, Path] | None = None
+    down_after_ms: int = 1000
+    failover_timeout_ms: int = 2000
+    port: int = field(default_factory=free_port)
+    process: Any = None
+
+    @property
+    def config_path(self) -> Path:
+        return self.tmp / f"sentinel-{self.port}.conf"
+
+    def client(self) -> redis.Redis:
+        tls = {"ssl": True, "ssl_ca_certs": str(self.tls_files["ca"])} if self.tls_files else {}
+        return redis.Redis(
+            "127.0.0.1", self.port, password=self.password, socket_timeout=2, decode_responses=True, **tls
+        )
+
+    def primary_state(self) -> dict:
+        """What this Sentinel says of the primary (SENTINEL MASTER)."""
+        return self.client().sentinel_master(PRIMARY_NAME)
+
+    def start(self) -> SentinelServer:
+        lines = ["bind 127.0.0.1", f"dir {self.tmp}"]
+        if self.tls_files:
+            lines += ["port 0", f"tls-port {self.port}", "tls-auth-clients no", "tls-replication yes"]
+            lines += [f"tls-{kind}-file {self.tls_files[kind]}" for kind in ("cert", "key")]
+            lines.append(f"tls-ca-cert-file {self.tls_files['ca']}")
+        else:
+            lines.append(f"port {self.port}")
+        lines += [
+            f"sentinel monitor {PRIMARY_NAME} 127.0.0.1 {self.primary_port} 2",
+            f"sentinel down-after-milliseconds {PRIMARY_NAME} {self.down_after_ms}",
+            f"sentinel failover-timeout {PRIMARY_NAME} {self.failover_timeout_ms}",
+            f"sentinel parallel-syncs {PRIMARY_NAME} 2",
+        ]
+        if self.data_password:
+            lines.append(f"sentinel auth-pass {PRIMARY_NAME} {self.data_password}")
+        if self.password:
+            lines += [f"requirepass {self.password}", f"sentinel sentinel-pass {self.password}"]
+        # Sentinel rewrites its file as it learns (replicas, the other Sentinels, each failover).
+        self.config_path.write_text("\n".join(lines) + "\n")
+        self.launch(
+            ["redis-sentinel", str(self.config_path)],
+            self.tmp / f"sentinel-{self.port}.log",
+            self.primary_state,
+            "redis-sentinel SENTINEL MASTER",
+            10,
+        )
+        return self
+
+
+@dataclass
+class SentinelCluster:
+    """A primary, `replicas` replicas and `sentinels` Sentinels; `url` is the store URL that reaches them."""
+
+    tmp: Path
+    replicas: int = 2
+    sentinels: int = 3
+    password: str | None = None
+    sentinel_password: str | None = None
+    tls_files: dict[str, Path] | None = None
+    servers: list[RedisServer] = field(default_factory=list)
+    sentinel_servers: list[SentinelServer] = field(default_factory=list)
+
+    def start(self) -> SentinelCluster:
+        primary = self._server()
+        self.servers.append(primary.start())
+        for _ in range(self.replicas):
+            self.servers.append(self._server(replica_of=primary).start())
+        for _ in range(self.sentinels):
+            sentinel = SentinelServer(
+                self.tmp, primary.port, self.password, self.sentinel_password, self.tls_files
+            ).start()
+            self.sentinel_servers.append(sentinel)
+        self.wait_until_healthy()
+        return self
+
+    def _server(self, replica_of: RedisServer | None = None) -> RedisServer:
+        server = RedisServer(self.tmp, password=self.password, tls_files=self.tls_files)
+        self._replicate(server, replica_of)
+        return server
+
+    def _replicate(self, server: RedisServer, primary: RedisServer | None) -> None:
+        """Every server may become the primary or a replica, so each knows the password and TLS of both roles.
+
+        A primary starts a full resynchronisation at once, not after Redis's default 5 s wait for
+        more replicas to share it (`repl-diskless-sync-delay`)."""
+        args = ["--repl-diskless-sync-delay", "0"]
+        if self.password:
+            args += ["--masterauth", self.password]
+        if self.tls_files:
+            args += ["--tls-replication", "yes"]
+        if primary is not None:
+            args += ["--replicaof", "127.0.0.1", str(primary.port)]
+        server.extra_args = args
+
+    @property
+    def url(self) -> str:
+        scheme = "rediss+sentinel" if self.tls_files else "redis+sentinel"
+        credentials = f":{quote(self.password, safe='')}@" if self.password else ""
+        sentinels = ",".join(f"127.0.0.1:{s.port}" for s in self.sentinel_servers)
+        query = []
+        if self.sentinel_password:
+            query.append(f"sentinel_password={quote(self.sentinel_password, safe='')}")
+        if self.tls_files:
+            query.append(f"ssl_ca_certs={self.tls_files['ca']}")
+        return f"{scheme}://{credentials}{sentinels}/{PRIMARY_NAME}/0" + (f"?{'&'.join(query)}" if query else "")
+
+    def _named_port(self) -> int | None:
+        """The primary's port when every running Sentinel names the same one, else None."""
+        ports = {int(s.primary_state()["port"]) for s in self.sentinel_servers if s.process is not None}
+        return ports.pop() if len(ports) == 1 else None
+
+    @property
+    def primary(self) -> RedisServer:
+        """The server every Sentinel names (right after a failover, the last to learn of it may lag a little)."""
+        port = wait_until(self._named_port, timeout=10, what="every Sentinel naming the same primary")
+        return next(s for s in self.servers if s.port == port)
+
+    def wait_until_healthy(self, timeout: float = 30) -> None:
+        """Every Sentinel sees the primary up, every replica up and in sync, and every other Sentinel:
+        what a failover needs (a Sentinel promotes only a replica it has heard from recently)."""
+
+        def healthy() -> bool:
+            port = self._named_port()
+            if port is None:
+                return False
+            for sentinel in self.sentinel_servers:
+                state = sentinel.primary_state()
+                if "down" in state["flags"] or int(state["num-other-sentinels"]) != self.sentinels - 1:
+                    return False
+                replicas = sentinel.client().sentinel_slaves(PRIMARY_NAME)
+                up = [r for r in replicas if "down" not in r["flags"] and r["master-link-status"] == "ok"]
+                if len(up) != len(self.servers) - 1:
+                    return False
+            offsets = {self._offset(s) for s in self.servers}
+            return len(offsets) == 1
+
+        wait_until(healthy, timeout=timeout, interval=0.1, what="Sentinel seeing the primary, every replica in sync")
+
+    @staticmethod
+    def _offset(server: RedisServer) -> int:
+        info = server.client().info("replication")
+        return info["master_repl_offset"] if info["role"] == "master" else info["slave_repl_offset"]
+
+    def kill_primary(self) -> RedisServer:
+        """SIGKILL the primary: no chance to hand over anything. Returns the server killed."""
+        primary = self.primary
+        primary.crash()
+        return primary
+
+    def wait_for_promotion(self, old: RedisServer, timeout: float = 30) -> RedisServer:
+        """The replica the Sentinels agree on after `old` is gone, once it answers as primary."""
+
+        def promoted() -> RedisServer | None:
+            port = self._named_port()
+            if port in (None, old.port):
+                return None
+            server = next(s for s in self.servers if s.port == port)
+            return server if server.client().info("replication")["role"] == "master" else None
+
+        return wait_until(promoted, timeout=timeout, interval=0.05, what="a replica promoted by Sentinel")
+
+    def bring_back(self, server: RedisServer) -> None:
+        """Restart a killed server as a replica of the current primary, and wait until the cluster is whole."""
+        self._replicate(server, self.primary)
+        server.start()
+        self.wait_until_healthy()
+
+    def stop(self) -> None:
+        for process in [*self.sentinel_servers, *self.servers]:
+            process.stop()
