@@ -209,26 +209,26 @@ class Store(ABC):
 
         return self._atomically(name, step)
 
-    def writable_since(self) -> float | None:
-        """When the store last became writable again after refusing writes (clock seconds); None when
-        it never refused any that anyone noticed. A store that is always writable leaves it None."""
+    def writes_refused_at(self) -> float | None:
+        """The last moment (clock seconds) the store refused a write, as far as the processes using it
+        noticed; None when none did. A store that never refuses one for want of itself leaves it None."""
         return None
 
     def expire(self, now: float | None = None) -> list[Change]:
         """Remove every host whose ttl ran out; one atomic step per service.
 
         The removal is re-checked inside each step, so when several workers or
-        replicas sweep at once, each expiry is applied exactly once. After the
-        store refused writes (heartbeats among them), a host is removed only
-        once it has had a whole ttl of a writable store to heartbeat in.
+        replicas sweep at once, each expiry is applied exactly once. A host is
+        removed only once it has had a whole ttl to heartbeat in since the store
+        last refused a write: its own heartbeats may have been among those refused.
         """
         now = self.clock() if now is None else now
-        writable_since = self.writable_since()
+        writes_refused_at = self.writes_refused_at()
 
         def drop_expired(current: Service | None) -> Service | None:
             if current is None or current.next_expiry is None or current.next_expiry > now:
                 return current
-            after = current.without_expired(now, writable_since)
+            after = current.without_expired(now, writes_refused_at)
             return current if after.hosts == current.hosts else after
 
         changes = [self.update(name, drop_expired) for name in self.due_for_expiry(now)]

@@ -67,9 +67,9 @@ DEADLINES = PREFIX + "deadlines"
 # The clients view: hash of JSON [node id, resource name] -> row, and when each row last polled.
 CLIENTS = PREFIX + "clients"
 CLIENTS_SEEN = PREFIX + "clients:seen"
-# When the store last became writable again after some process found it unreachable: a sorted set
-# of one member, so that ZADD GT keeps the latest whichever process writes it (see `writable_since`).
-WRITABLE_AGAIN = PREFIX + "writable-again"
+# The last moment a process found a write refused (see `writes_refused_at`): a sorted set of one
+# member, so that ZADD GT keeps the latest whichever process writes it.
+WRITES_REFUSED = PREFIX + "writes-refused"
 # Pub/sub channels are not per database: the channel names the database.
 CHANGES = PREFIX + "changes:{db}"
 # Defaults a URL may override (`?socket_timeout=5`): short, because a poll
@@ -79,6 +79,8 @@ RETRY_AFTER_TIMEOUT = 1.0
 # While no Sentinel names a primary that is up, a poll asks them again only after this pause:
 # every try costs a question to each Sentinel.
 RETRY_AFTER_NO_PRIMARY = 0.1
+# How often a process tells the others, at most, that it saw writes refused.
+SHARE_REFUSALS_EVERY = 0.5
 # How long the change follower waits before subscribing again after a failure.
 RESUBSCRIBE_AFTER = 1.0
 # How often the change follower checks whether it is asked to stop or to load everything again.
@@ -129,7 +131,8 @@ class RedisStore(Store):
         self._replicas_found: int | None = None  # what None in `min_replicas` stands for, once found
         # WAIT gives up well before the socket timeout would cut its connection.
         self._wait_ms = max(1, round(500 * options["socket_timeout"])) if options.get("socket_timeout") else 500
-        self._writable_again: float | None = None  # when this process last saw an outage end (clock time)
+        self._refused_at: float | None = None  # when this process last saw a write refused (clock time)
+        self._refusal_shared_at = 0.0  # monotonic
         self._outage: Outage | None = None
         self._outage_lock = threading.Lock()
         # name -> (record JSON, version): the registry as last followed; None until first loaded.
@@ -195,6 +198,9 @@ class RedisStore(Store):
             raise self._lost(error) from error
         try:
             change = self._step_on(connection, name, step, replicas)
+        except StoreUnavailable:
+            self._note_refusal()
+            raise
         finally:
             pool.release(connection)
         self._reached()
@@ -339,11 +345,7 @@ class RedisStore(Store):
                     self._mirror = self._load_all()
                     self._note_change()  # what changed while nobody followed is in that load
                     first_try_done.set()
-                    while not closed.is_set() and not self._resync.is_set():
-                        message = pubsub.get_message(timeout=FOLLOWER_TICK)
-                        if message is not None and message["type"] == "message":
-                            self._load_one(message["data"])
-                            self._note_change()
+                    self._follow_messages(pubsub, closed)
             except redis.RedisError as error:
                 if not closed.is_set():
                     self._lost(error)
@@ -353,6 +355,22 @@ class RedisStore(Store):
                 continue  # asked to load everything again
             first_try_done.set()
             closed.wait(RESUBSCRIBE_AFTER)
+
+    def _follow_messages(self, pubsub, closed: threading.Event) -> None:
+        """Re-read each service a message names, until asked to stop or to load everything again,
+        or until another server is the primary (its changes are published there)."""
+        check_primary_at = time.monotonic() + FOLLOWER_TICK
+        while not closed.is_set() and not self._resync.is_set():
+            message = pubsub.get_message(timeout=FOLLOWER_TICK)
+            if message is not None and message["type"] == "message":
+                self._load_one(message["data"])
+                self._note_change()
+            if time.monotonic() >= check_primary_at:
+                check_primary_at = time.monotonic() + FOLLOWER_TICK
+                if self._primary.moved(self._redis):
+                    log.warning("redis store %s: another server is the primary now; following it", self.where)
+                    self._note_refusal()  # writes the former primary took may be lost
+                    return
 
     def _note_change(self) -> None:
         with self._changed:
@@ -485,6 +503,7 @@ class RedisStore(Store):
                 pause = RETRY_AFTER_NO_PRIMARY
             described = self._primary.describe(error)
             self._outage = Outage(since, described, time.monotonic() + pause)
+            self._refused_at = self.clock()
         if started:
             log.warning(
                 "redis store %s unreachable (%s); writes answer 503; %s", self.where, described, self._fallback()
@@ -500,15 +519,23 @@ class RedisStore(Store):
             log.warning("redis store %s reachable again after %.1fs", self.where, time.time() - outage.since)
             # Changes published while this worker could not hear them are only in Redis.
             self._resync.set()
-            # Heartbeats were refused meanwhile, here at least: TTLs count again from now (`writable_since`).
-            self._writable_again = self.clock()
-            with contextlib.suppress(redis.RedisError):  # this process's own sweeps know it anyway
-                self._redis.zadd(WRITABLE_AGAIN, {"at": self._writable_again}, gt=True)
+            self._note_refusal()  # writes were refused until now
 
-    def writable_since(self) -> float | None:
-        """The latest end of an outage seen by any process on this Redis (replicas, workers, this one)."""
-        shared = self._read(lambda: self._redis.zscore(WRITABLE_AGAIN, "at"))
-        known = [moment for moment in (shared, self._writable_again) if moment is not None]
+    def _note_refusal(self) -> None:
+        """Heartbeats may have been refused until now: no host expires within one ttl of it (see
+        `Store.expire`), in any process on this Redis once it is shared (at most every
+        SHARE_REFUSALS_EVERY seconds, and not while Redis is unreachable: the end of the outage is)."""
+        self._refused_at = self.clock()
+        if self._outage is not None or time.monotonic() - self._refusal_shared_at < SHARE_REFUSALS_EVERY:
+            return
+        self._refusal_shared_at = time.monotonic()
+        with contextlib.suppress(redis.RedisError):  # this process's own sweeps know it anyway
+            self._redis.zadd(WRITES_REFUSED, {"at": self._refused_at}, gt=True)
+
+    def writes_refused_at(self) -> float | None:
+        """The latest refusal any process on this Redis shared, or this one saw."""
+        shared = self._read(lambda: self._redis.zscore(WRITES_REFUSED, "at"))
+        known = [moment for moment in (shared, self._refused_at) if moment is not None]
         return max(known) if known else None
 
     def unavailable_reason(self) -> str:

@@ -45,6 +45,10 @@ class Primary(ABC):
     def replicas(self, client: redis.Redis) -> int:
         """How many replicas the primary has (the README's "has replicas"); RedisError when nobody can tell."""
 
+    def moved(self, client: redis.Redis) -> bool:
+        """Whether another server is the primary now than when `client`'s connections were made."""
+        return False
+
     def describe(self, error: redis.RedisError) -> str:
         """What `error` says of the store, for people."""
         return f"{type(error).__name__}: {error}"
@@ -130,6 +134,19 @@ class SentinelPrimary(Primary):
             except (redis.ConnectionError, redis.TimeoutError, redis.ResponseError) as error:
                 errors.append(error)
         raise redis.ConnectionError(f"no Sentinel said which replicas {self.name!r} has ({errors[-1]})")
+
+    def moved(self, client: redis.Redis) -> bool:
+        """Asks the Sentinels; when they name another primary, redis-py closes the connections to the
+        former one as they come back to the pool. A primary that was demoted without being stopped (a
+        second failover, a network split) keeps its connections open and may still take writes, until
+        Sentinel reconfigures it as a replica, which can take ten seconds."""
+        pool = client.connection_pool
+        known = pool.master_address
+        try:
+            named = pool.get_master_address()
+        except redis.RedisError:  # no Sentinel names one now: the connections' own errors say the rest
+            return False
+        return known is not None and named != known
 
     def describe(self, error: redis.RedisError) -> str:
         if isinstance(error, redis.AuthenticationError) or not isinstance(

@@ -8,6 +8,7 @@ added; the Sentinels watch the primary with `down-after-milliseconds` 1000 and a
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -136,15 +137,35 @@ class SentinelCluster:
             query.append(f"ssl_ca_certs={self.tls_files['ca']}")
         return f"{scheme}://{credentials}{sentinels}/{PRIMARY_NAME}/0" + (f"?{'&'.join(query)}" if query else "")
 
-    def _named_port(self) -> int | None:
-        """The primary's port when every running Sentinel names the same one, else None."""
-        ports = {int(s.primary_state()["port"]) for s in self.sentinel_servers if s.process is not None}
-        return ports.pop() if len(ports) == 1 else None
+    def _settled_port(self) -> int | None:
+        """The primary's port once every running Sentinel names the same one, none of them is failing
+        over, and it answers as a primary; else None."""
+        states = [s.primary_state() for s in self.sentinel_servers if s.process is not None]
+        ports = {int(state["port"]) for state in states}
+        if len(ports) != 1 or any(state["flags"] != "master" for state in states):
+            return None
+        port = ports.pop()
+        server = next(s for s in self.servers if s.port == port)
+        return port if server.client().info("replication")["role"] == "master" else None
 
     @property
     def primary(self) -> RedisServer:
-        """The server every Sentinel names (right after a failover, the last to learn of it may lag a little)."""
-        port = wait_until(self._named_port, timeout=10, what="every Sentinel naming the same primary")
+        """The primary, once the Sentinels agree on it (after a failover the last to learn of it lags a little)."""
+        return self.settled_primary()
+
+    def settled_primary(self, stable_for: float = 0.0) -> RedisServer:
+        """The primary once the Sentinels have agreed on it for `stable_for` seconds: on a loaded machine a
+        Sentinel may find a just promoted primary down and fail over once more, a second or two later."""
+        agreed: dict[str, Any] = {}
+
+        def stable() -> int | None:
+            port = self._settled_port()
+            if port is None or agreed.get("port") != port:
+                agreed.update(port=port, since=time.monotonic())
+                return None
+            return port if time.monotonic() - agreed["since"] >= stable_for else None
+
+        port = wait_until(stable, timeout=30, what="the Sentinels settled on one primary")
         return next(s for s in self.servers if s.port == port)
 
     def wait_until_healthy(self, timeout: float = 30) -> None:
@@ -152,12 +173,10 @@ class SentinelCluster:
         what a failover needs (a Sentinel promotes only a replica it has heard from recently)."""
 
         def healthy() -> bool:
-            port = self._named_port()
-            if port is None:
+            if self._settled_port() is None:
                 return False
             for sentinel in self.sentinel_servers:
-                state = sentinel.primary_state()
-                if "down" in state["flags"] or int(state["num-other-sentinels"]) != self.sentinels - 1:
+                if int(sentinel.primary_state()["num-other-sentinels"]) != self.sentinels - 1:
                     return False
                 replicas = sentinel.client().sentinel_slaves(PRIMARY_NAME)
                 up = [r for r in replicas if "down" not in r["flags"] and r["master-link-status"] == "ok"]
@@ -179,21 +198,9 @@ class SentinelCluster:
         primary.crash()
         return primary
 
-    def wait_for_promotion(self, old: RedisServer, timeout: float = 30) -> RedisServer:
-        """The replica the Sentinels agree on after `old` is gone, once it answers as primary."""
-
-        def promoted() -> RedisServer | None:
-            port = self._named_port()
-            if port in (None, old.port):
-                return None
-            server = next(s for s in self.servers if s.port == port)
-            return server if server.client().info("replication")["role"] == "master" else None
-
-        return wait_until(promoted, timeout=timeout, interval=0.05, what="a replica promoted by Sentinel")
-
     def bring_back(self, server: RedisServer) -> None:
         """Restart a killed server as a replica of the current primary, and wait until the cluster is whole."""
-        self._replicate(server, self.primary)
+        self._replicate(server, self.settled_primary(stable_for=2))
         server.start()
         self.wait_until_healthy()
 

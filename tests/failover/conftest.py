@@ -2,6 +2,8 @@ from __future__ import annotations
 
 import pytest
 
+from tests.e2e.conftest import envoy_for  # noqa: F401  (the e2e tests' Envoy factory, for these tests too)
+
 from .cluster import SentinelCluster
 
 

@@ -4,10 +4,14 @@ and TTL hosts that the store's outage does not expire."""
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from eds_server.model import Service, parse_host
+from eds_server.settings import SettingsError, load_settings, store_options
 from eds_server.store import CommitOutcomeUnknown, StoreUnavailable, check_store_url, open_store
+from eds_server.store.base import load_service
 from eds_server.xds import version_of
 from scripts.pki import make_pki
 from scripts.processes import wait_until
@@ -57,6 +61,17 @@ def test_bad_sentinel_urls_are_refused_without_showing_a_password(url, says):
     assert "topsecret" not in str(refused.value)
 
 
+@pytest.mark.parametrize(("value", "min_replicas"), [(None, None), ("auto", None), ("0", 0), ("2", 2)])
+def test_the_replicas_a_write_waits_for_is_a_setting(value, min_replicas):
+    environ = {} if value is None else {"EDS_REDIS_MIN_REPLICAS": value}
+    assert store_options(load_settings([], environ)) == {"min_replicas": min_replicas}
+
+
+def test_a_number_of_replicas_that_is_not_one_is_refused():
+    with pytest.raises(SettingsError, match="redis_min_replicas 'all': must be auto or a number"):
+        load_settings([], {"EDS_REDIS_MIN_REPLICAS": "all"})
+
+
 def test_two_replicas_stores_ride_a_failover_without_a_restart(sentinel_cluster, caplog):
     cluster = sentinel_cluster(password=DATA_PASSWORD, sentinel_password=SENTINEL_PASSWORD)
     a, b = open_store(cluster.url, version_of), open_store(cluster.url, version_of)
@@ -85,6 +100,39 @@ def test_two_replicas_stores_ride_a_failover_without_a_restart(sentinel_cluster,
         store.close()
 
 
+def test_a_primary_that_hung_through_the_failover_keeps_no_acknowledged_write(sentinel_cluster, caplog):
+    """SIGSTOP the primary until Sentinel has promoted a replica, then let it run again: it still
+    calls itself primary (until Sentinel reconfigures it, up to ten seconds later) and the stores'
+    connections to it are open. The stores leave it for the primary Sentinel names, and a write it
+    might still take has no replica to hold it, so it is not acknowledged."""
+    cluster = sentinel_cluster()
+    writer, listener = open_store(cluster.url, version_of), open_store(cluster.url, version_of)
+    writer.update("web", add("10.0.0.1", 1))
+    old = cluster.primary
+    old.pause()
+    try:
+        new = cluster.primary  # once Sentinel has promoted another
+    finally:
+        old.resume()
+    acknowledged = [1]
+    for port in range(2, 40):
+        try:
+            writer.update("web", add("10.0.0.1", port))
+            acknowledged.append(port)
+        except StoreUnavailable:
+            pass
+        time.sleep(0.05)
+    assert len(acknowledged) > 1
+    on_the_new_primary = load_service(new.client().hget("eds:service:web", "record"))
+    assert set(acknowledged) <= {h.port for h in on_the_new_primary.hosts}
+    # The listener follows the new primary: it hears a write made there.
+    writer.update("web", add("10.0.0.1", 99))
+    wait_until(lambda: listener.wait_for_change(1) and 99 in ports(listener), 30, what="the listener following")
+    assert "another server is the primary now" in caplog.text
+    for store in (writer, listener):
+        store.close()
+
+
 def test_a_write_is_acknowledged_only_once_a_replica_holds_it(sentinel_cluster):
     cluster = sentinel_cluster()
     store = open_store(cluster.url, version_of)  # min_replicas "auto": the primary has replicas, so 1
@@ -97,6 +145,7 @@ def test_a_write_is_acknowledged_only_once_a_replica_holds_it(sentinel_cluster):
         with pytest.raises(CommitOutcomeUnknown, match="may or may not survive a failover") as unconfirmed:
             store.update("web", add("10.0.0.2", 8002))
         assert "0 confirmed it" in str(unconfirmed.value)
+        assert store.writes_refused_at() is not None  # no TTL host expires for one ttl
         assert ports(store) == [8001, 8002]  # on the primary, but held by no replica
         unreplicated.update("web", add("10.0.0.3", 8003))
     finally:
@@ -142,7 +191,7 @@ def test_tls_to_sentinel_and_servers_with_passwords_apart(sentinel_cluster, tmp_
         each.close()
 
 
-def test_hosts_whose_heartbeats_an_outage_refused_get_one_ttl_once_writes_resume(redis_server, clock):
+def test_a_ttl_host_gets_one_whole_ttl_after_the_store_last_refused_a_write(redis_server, clock):
     server = redis_server()
     store = open_store(server.url, version_of, clock=clock)
     ttl = 10
@@ -153,18 +202,17 @@ def test_hosts_whose_heartbeats_an_outage_refused_get_one_ttl_once_writes_resume
     with pytest.raises(StoreUnavailable):
         store.update("web", add("10.0.0.1", 1))
     server.start()
-    store.ping()  # writable again: now
-    writable_again = clock()
+    store.ping()  # reachable again: writes were refused until now
     assert store.expire() == []
     # A replica that saw no outage of its own (started after it) keeps the same rule.
     other = open_store(server.url, version_of, clock=clock)
-    assert other.writable_since() == writable_again
+    assert other.writes_refused_at() == clock()
     assert other.expire() == []
 
     clock.advance(ttl / 2)
     beat = {"ip_address": "10.0.0.1", "port": 1, "ttl": ttl}
     store.update("web", lambda s: s.with_heartbeat(parse_host(beat), beat, clock())[0])
-    clock.advance(ttl / 2)  # one ttl since writes resumed: the host that stayed silent goes
+    clock.advance(ttl / 2)  # one ttl since the last refusal: the host that stayed silent goes
     [change] = other.expire()
     assert [h.port for h in change.after.hosts] == [1]
     for each in (store, other):
