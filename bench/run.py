@@ -36,7 +36,7 @@ from eds_server.store import open_store
 from eds_server.xds import version_of
 from scripts.processes import REPO, free_port, rss_kb, start, stop, wait_until, worker_pids
 
-from . import long_poll
+from . import failover, long_poll
 
 FIXTURE = REPO / "tests" / "fixtures" / "envoy-1.40-eds-poll-request.json"
 LUA = Path(__file__).parent / "lua"
@@ -417,11 +417,14 @@ def main(argv: list[str] | None = None) -> int:
             rounds.append(one_round(tmp, args, answers, bodies, big_db))
         print("long-poll ...", flush=True)
         long_poll = long_poll_figures(tmp, args)
+        print("failover ...", flush=True)
+        failovers = failover.figures(tmp, args.workers, args.seconds, args.write_connections, args.rounds, wrk)
     history = record_run(args.report.with_name("bench-history.jsonl"), about, rounds, long_poll)
     report = "\n".join(
         (
             render(args, about, rounds, parse, dispatch, fill_seconds),
             render_long_poll(args, long_poll),
+            failover.render(failovers),
             render_history(history),
         )
     )

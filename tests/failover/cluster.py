@@ -1,5 +1,6 @@
 """Redis with Sentinel on loopback, as real processes stopped by PID: one primary, its replicas and
-three Sentinels, the deployment a `redis+sentinel://` store is tested and benchmarked against.
+three Sentinels, the deployment a `redis+sentinel://` store is tested and benchmarked against; and
+`Writers`, the clients that write to eds-server meanwhile.
 
 The servers are the suite's `RedisServer`s (AOF, `appendfsync always`) with replication options
 added; the Sentinels watch the primary with `down-after-milliseconds` 1000 and a short
@@ -8,6 +9,8 @@ added; the Sentinels watch the primary with `down-after-milliseconds` 1000 and a
 
 from __future__ import annotations
 
+import itertools
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,11 +18,13 @@ from typing import Any
 from urllib.parse import quote
 
 import redis
+import requests
 
 from scripts.processes import Managed, free_port, wait_until
 from tests.redis_server import RedisServer
 
 PRIMARY_NAME = "eds-primary"
+LEDGERS = 40  # the services `Writers` spread their writes over
 
 
 @dataclass
@@ -198,6 +203,15 @@ class SentinelCluster:
         primary.crash()
         return primary
 
+    def fail_over(self, writers: Writers) -> Failover:
+        """Kill the primary while `writers` write, and return once a write is acknowledged again."""
+        wait_until(lambda: writers.accepted_after(time.monotonic() - 0.3), 10, what="writes flowing")
+        killed_at = time.monotonic()
+        killed = self.kill_primary()
+        refused = wait_until(lambda: writers.refused_after(killed_at), 10, what="a write refused (503)")
+        resumed = wait_until(lambda: writers.accepted_after(refused.started), 30, 0.02, what="writes resuming")
+        return Failover(killed, killed_at, refused, resumed)
+
     def bring_back(self, server: RedisServer) -> None:
         """Restart a killed server as a replica of the current primary, and wait until the cluster is whole."""
         self._replicate(server, self.settled_primary(stable_for=2))
@@ -207,3 +221,81 @@ class SentinelCluster:
     def stop(self) -> None:
         for process in [*self.sentinel_servers, *self.servers]:
             process.stop()
+
+
+@dataclass(frozen=True)
+class Answer:
+    started: float  # monotonic
+    status: int  # 0: no answer at all
+    service: str
+    port: int
+
+
+@dataclass
+class Writers:
+    """Clients that each register a new host on every write, alternating between the servers in `urls`;
+    every answer is kept, so that what was acknowledged can be looked for afterwards."""
+
+    urls: list[str]
+    clients: int = 4
+    answers: list[Answer] = field(default_factory=list)
+    stopping: threading.Event = field(default_factory=threading.Event)
+    ports: itertools.count = field(default_factory=lambda: itertools.count(20000))
+
+    def start(self) -> Writers:
+        self.threads = [
+            threading.Thread(target=self._write, args=(offset,), daemon=True) for offset in range(self.clients)
+        ]
+        for thread in self.threads:
+            thread.start()
+        return self
+
+    def _write(self, offset: int) -> None:
+        with requests.Session() as session:
+            for index in itertools.count(offset):
+                if self.stopping.is_set():
+                    return
+                port = next(self.ports)
+                service = f"ledger-{port % LEDGERS}"  # spread, so that no service grows large
+                started = time.monotonic()
+                try:
+                    status = session.post(
+                        f"{self.urls[index % len(self.urls)]}/edsservice/{service}/hosts",
+                        json={"ip_address": "127.0.0.2", "port": port},
+                        timeout=10,
+                    ).status_code
+                except requests.RequestException:
+                    status = 0
+                self.answers.append(Answer(started, status, service, port))
+                self.stopping.wait(0.05)
+
+    def stop(self) -> None:
+        self.stopping.set()
+        for thread in self.threads:
+            thread.join(15)
+
+    def refused_after(self, moment: float) -> Answer | None:
+        return next((a for a in list(self.answers) if a.started >= moment and a.status == 503), None)
+
+    def accepted_after(self, moment: float) -> Answer | None:
+        return next((a for a in list(self.answers) if a.started >= moment and 200 <= a.status < 300), None)
+
+
+@dataclass(frozen=True)
+class Failover:
+    """One primary killed under writes, as the writers saw it."""
+
+    killed: RedisServer
+    killed_at: float  # monotonic
+    first_refused: Answer
+    resumed: Answer  # the first write acknowledged among those sent after the first refusal
+
+    @property
+    def refusing_seconds(self) -> float:
+        """From the first write refused to the first one acknowledged after it."""
+        return self.resumed.started - self.first_refused.started
+
+    @property
+    def seconds_to_resume(self) -> float:
+        """From the kill to the first write acknowledged again."""
+        return self.resumed.started - self.killed_at

@@ -12,75 +12,18 @@ from __future__ import annotations
 
 import itertools
 import threading
-import time
-from dataclasses import dataclass, field
 
 import requests
 
 from scripts.processes import wait_until
 
+from .cluster import Writers
 from .test_sentinel_store import DATA_PASSWORD, SENTINEL_PASSWORD
 
 ROUNDS = 5
-WRITERS = 4
-LEDGERS = 40  # the writes spread over this many services, so that no service grows large
 STATIC_PORTS = [9001, 9002]
 HEARTBEAT = {"ip_address": "127.0.0.1", "port": 9100, "ttl": 1.5}
 HEARTBEAT_EVERY = 0.25
-
-
-@dataclass(frozen=True)
-class Answer:
-    started: float  # monotonic
-    status: int  # 0: no answer at all
-    service: str
-    port: int
-
-
-@dataclass
-class Writers:
-    """Clients that each register a new host on every write, alternating between the replicas."""
-
-    urls: list[str]
-    answers: list[Answer] = field(default_factory=list)
-    stopping: threading.Event = field(default_factory=threading.Event)
-    ports: itertools.count = field(default_factory=lambda: itertools.count(20000))
-
-    def start(self) -> Writers:
-        self.threads = [threading.Thread(target=self._write, args=(offset,), daemon=True) for offset in range(WRITERS)]
-        for thread in self.threads:
-            thread.start()
-        return self
-
-    def _write(self, offset: int) -> None:
-        with requests.Session() as session:
-            for index in itertools.count(offset):
-                if self.stopping.is_set():
-                    return
-                port = next(self.ports)
-                service = f"ledger-{port % LEDGERS}"
-                started = time.monotonic()
-                try:
-                    status = session.post(
-                        f"{self.urls[index % 2]}/edsservice/{service}/hosts",
-                        json={"ip_address": "127.0.0.2", "port": port},
-                        timeout=10,
-                    ).status_code
-                except requests.RequestException:
-                    status = 0
-                self.answers.append(Answer(started, status, service, port))
-                self.stopping.wait(0.05)
-
-    def stop(self) -> None:
-        self.stopping.set()
-        for thread in self.threads:
-            thread.join(15)
-
-    def refused_after(self, moment: float) -> Answer | None:
-        return next((a for a in list(self.answers) if a.started >= moment and a.status == 503), None)
-
-    def accepted_after(self, moment: float) -> Answer | None:
-        return next((a for a in list(self.answers) if a.started >= moment and 200 <= a.status < 300), None)
 
 
 class Repeating:
@@ -127,17 +70,9 @@ def test_five_failovers_under_writes_lose_no_acknowledged_write(sentinel_cluster
     resumed_after: list[float] = []
     try:
         for round_index in range(ROUNDS):
-            wait_until(lambda: writers.accepted_after(time.monotonic() - 0.3), 10, what="writes flowing")
-            killed_at = time.monotonic()
-            old = cluster.kill_primary()
-            first_refusal = wait_until(
-                lambda killed_at=killed_at: writers.refused_after(killed_at), 10, what="a write refused (503)"
-            )
-            resumed = wait_until(
-                lambda since=first_refusal.started: writers.accepted_after(since), 30, 0.02, what="writes resuming"
-            )
-            resumed_after.append(resumed.started - killed_at)
-            assert cluster.primary is not old
+            failover = cluster.fail_over(writers)
+            resumed_after.append(failover.seconds_to_resume)
+            assert cluster.primary is not failover.killed
             # A change written after the failover reaches Envoy through the held polls.
             # (Retried like any client: right after a failover the one replica left may still be re-attaching.)
             port = 9200 + round_index
@@ -151,7 +86,7 @@ def test_five_failovers_under_writes_lose_no_acknowledged_write(sentinel_cluster
             )
             expected.append(port)
             envoy.wait_for_ports(expected)
-            cluster.bring_back(old)
+            cluster.bring_back(failover.killed)
     finally:
         writers.stop()
         beats.stop()

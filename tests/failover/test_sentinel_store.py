@@ -16,7 +16,7 @@ from eds_server.xds import version_of
 from scripts.pki import make_pki
 from scripts.processes import wait_until
 
-DATA_PASSWORD = "data-s3cret"
+DATA_PASSWORD = "data/s3cret:with@odd,chars"  # percent-encoded in the URL
 SENTINEL_PASSWORD = "sentinel-s3cret"
 
 
