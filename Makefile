@@ -41,7 +41,7 @@ lint: install-test
 # The suite fuzzes a few hundred cases; this runs thousands (minutes).
 fuzz: install-test
 	FUZZ_EXAMPLES=$${FUZZ_EXAMPLES:-1000} PROPERTY_EXAMPLES=$${PROPERTY_EXAMPLES:-3000} \
-		$(PY) -m pytest -q -p no:cacheprovider tests/test_fuzz.py tests/test_properties.py
+		$(PY) -m pytest -q -p no:cacheprovider tests/api/test_fuzz.py tests/unit/test_properties.py
 
 # The suite soaks for seconds; this for minutes, printing the figures (SOAK_SECONDS).
 soak: install-test

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from gunicorn.app.base import BaseApplication
 
-from eds_server.gunicorn_conf import gunicorn_options
+from eds_server.serving.gunicorn_options import gunicorn_options
 from eds_server.settings import Settings
 
 

@@ -16,8 +16,9 @@ from typing import Any
 
 import yaml
 
+from ._version import __version__
 from .model import InvalidInput
-from .seed import check_services
+from .registry.seed import check_services
 from .store import check_store_url
 
 ENV_PREFIX = "EDS_"
@@ -147,10 +148,12 @@ def _read_yaml(path: str) -> dict[str, Any]:
 
 def parse_args(argv: Sequence[str] | None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(
-        prog="python -m eds_server",
-        description="REST-JSON Endpoint Discovery Service for Envoy. Every flag can also be set "
-        "with an EDS_<FLAG> environment variable, for example EDS_PORT=9000.",
+        prog="eds-server",
+        description="REST-JSON Endpoint Discovery Service for Envoy (eds-server and python -m eds_server "
+        "are the same command). Every flag can also be set with an EDS_<FLAG> environment variable, "
+        "for example EDS_PORT=9000.",
     )
+    parser.add_argument("--version", action="version", version=f"eds-server {__version__}")
     parser.add_argument("--host", help="address to listen on; '::' listens on IPv6 and IPv4 (default 0.0.0.0)")
     parser.add_argument("--port", type=int, help="port to listen on (default 8080)")
     parser.add_argument("--workers", type=int, help="gunicorn worker processes (default 2)")

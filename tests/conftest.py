@@ -1,19 +1,13 @@
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import pytest
 
 from eds_server import Settings, create_app
 from eds_server.store import open_store
 from eds_server.xds import version_of
 from scripts.processes import EdsServer, stop_all, survivors
-
-from .redis_server import RedisServer
-
-# Copies of shared/fixtures (requests captured from Envoy 1.40) and of the classic tutorial.
-FIXTURES = Path(__file__).parent / "fixtures"
+from tests.helpers.captured import load_fixture
+from tests.helpers.redis_server import RedisServer
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -111,10 +105,6 @@ def eds_server(tmp_path):
         server.stop()
 
 
-def load_fixture(name: str) -> dict:
-    return json.loads((FIXTURES / name).read_text())
-
-
 @pytest.fixture
 def envoy_poll() -> dict:
     """The poll Envoy 1.40 sent, headers and body exactly as captured."""
@@ -124,7 +114,3 @@ def envoy_poll() -> dict:
 @pytest.fixture
 def envoy_first_poll() -> dict:
     return load_fixture("envoy-1.40-eds-first-request.json")
-
-
-def tutorial_text() -> str:
-    return (FIXTURES / "classic-tutorial.md").read_text()

@@ -18,13 +18,14 @@ from dataclasses import dataclass
 from flask import Flask, request
 
 from ..settings import Settings, read_token_file
+from ..xds.resources import POLL_PATHS
 from .common import caller
 
 log = logging.getLogger("eds_server.auth")
 
 SAFE_METHODS = frozenset(("GET", "HEAD", "OPTIONS"))
 # POSTs that only read: Envoy's polls.
-OPEN_POSTS = frozenset(("/v3/discovery:endpoints", "/v2/discovery:endpoints"))
+OPEN_POSTS = frozenset(POLL_PATHS)
 # What EDS_READ_TOKENS protects: the registry and what Envoys hold.
 READ_PROTECTED = ("/edsservice", "/clients")
 

@@ -12,6 +12,7 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from ..model import (
     AlreadyExists,
+    Expected,
     InvalidInput,
     LimitExceeded,
     NotFound,
@@ -99,8 +100,22 @@ def caller() -> str:
     return request.headers.get("X-Forwarded-For", request.remote_addr or "-").split(",")[0].strip()
 
 
-def registry():
-    return current_app.extensions["eds"].registry
+def expected_state() -> Expected | None:
+    """What the request's `If-Match` expects the service to be: `*` (it exists), or a list of
+    ETags, quoted or not, weak (`W/`) or strong; None without the header."""
+    header = request.headers.get("If-Match")
+    if header is None:
+        return None
+    if header.strip() == "*":
+        return Expected(exists=True)
+    return Expected(etags=frozenset(t.strip().removeprefix("W/").strip('"') for t in header.split(",")))
+
+
+def precondition_message(error: PreconditionFailed) -> str:
+    return (
+        f"service {error.name!r} changed since you read it (If-Match {request.headers.get('If-Match')}, "
+        f"current ETag {error.current_etag or 'none: it does not exist'}); read it again and retry"
+    )
 
 
 def too_large_message(limit: int) -> str:
@@ -143,8 +158,11 @@ def register_error_handlers(app: Flask, api: Api) -> None:
     @api.errorhandler(RegistryError)
     def registry_error(error: RegistryError):
         """400, 404, 409 or 412: the input, the service or the precondition, named in the message."""
-        log_refusal(request.method, request.path, error.message)
-        return error_body(error), status_of(error)
+        body = error_body(error)
+        if isinstance(error, PreconditionFailed):
+            body["message"] = precondition_message(error)
+        log_refusal(request.method, request.path, body["message"])
+        return body, status_of(error)
 
     @api.errorhandler(StoreUnavailable)
     def store_unavailable(error: StoreUnavailable):

@@ -4,23 +4,24 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from flask import Response, current_app, request
+from flask import Response, request
 from flask_restx import Namespace, Resource, fields
 from prometheus_client.core import GaugeMetricFamily
 
-from ..metrics import CONTENT_TYPE
 from ..model import NAME_PATTERN, validate_name
 from ..store import StoreUnavailable
+from ..telemetry import CONTENT_TYPE
 from ..xds.clients import STUCK_AFTER_POLLS, ClientStatus
 from .auth import READ_SECURITY
 from .common import AUTH_RESPONSES, error_model
+from .state import AppState, app_state
 
 ns = Namespace("ops", description="Liveness, readiness, metrics and the Envoy clients", path="/")
 ns.add_model(error_model.name, error_model)
 
 
 @ns.route("/healthz")
-class Health(Resource):
+class HealthRoute(Resource):
     @ns.doc("healthz")
     def get(self):
         """Alive: the process answers."""
@@ -28,27 +29,27 @@ class Health(Resource):
 
 
 @ns.route("/readyz")
-class Ready(Resource):
+class ReadyRoute(Resource):
     @ns.doc("readyz")
     @ns.response(200, "the store answers")
     @ns.response(503, "the store cannot be reached")
     def get(self):
         """Ready: the registry store answers."""
         try:
-            current_app.extensions["eds"].registry.store.ping()
+            app_state().registry.ping()
         except StoreUnavailable as error:
             return {"status": "unavailable", "store": str(error)}, 503
         return {"status": "ok"}
 
 
-def _live_metrics(services):
+def _live_metrics(state: AppState):
     """The facts read at scrape time, the same whichever worker is scraped."""
 
     def collect():
-        service_count, host_count = services.registry.store.size()
+        service_count, host_count = state.registry.size()
         yield GaugeMetricFamily("eds_registry_services", "Services in the registry", value=service_count)
         yield GaugeMetricFamily("eds_registry_hosts", "Hosts in the registry, all services", value=host_count)
-        statuses = services.clients.statuses()
+        statuses = state.core.clients.statuses()
         yield GaugeMetricFamily("eds_clients", "Envoy (node, resource name) pairs seen polling", value=len(statuses))
         yield GaugeMetricFamily(
             "eds_clients_in_sync", "Clients holding the current version", value=sum(s.in_sync for s in statuses)
@@ -63,14 +64,14 @@ def _live_metrics(services):
 
 
 @ns.route("/metrics")
-class Metrics(Resource):
+class MetricsRoute(Resource):
     @ns.doc("metrics")
     @ns.produces([CONTENT_TYPE])
     @ns.response(200, "Prometheus text format: polls, writes, latencies, registry size, clients in sync and stuck")
     def get(self):
         """Prometheus metrics, added up across every worker of this server."""
-        services = current_app.extensions["eds"]
-        return Response(services.metrics.render(_live_metrics(services)), content_type=CONTENT_TYPE)
+        state = app_state()
+        return Response(state.metrics.render(_live_metrics(state)), content_type=CONTENT_TYPE)
 
 
 client_model = ns.model(
@@ -115,7 +116,7 @@ def client_json(status: ClientStatus) -> dict:
 
 
 @ns.route("/clients")
-class Clients(Resource):
+class ClientsRoute(Resource):
     @ns.doc(
         "clients",
         security=READ_SECURITY,
@@ -135,5 +136,5 @@ class Clients(Resource):
         service = request.args.get("service")
         if service is not None:
             validate_name(service)
-        statuses = current_app.extensions["eds"].clients.statuses(service)
+        statuses = app_state().core.clients.statuses(service)
         return {"clients": [client_json(s) for s in statuses]}

@@ -10,12 +10,13 @@ from .errors import (
     RegistryError,
 )
 from .host import HEALTH_STATUSES, Host, format_endpoint, parse_endpoint, parse_host
-from .service import NAME_PATTERN, Policy, Service, parse_service, validate_name
+from .service import NAME_PATTERN, Expected, Policy, Service, parse_service, validate_name
 
 __all__ = [
     "HEALTH_STATUSES",
     "NAME_PATTERN",
     "AlreadyExists",
+    "Expected",
     "Host",
     "InvalidInput",
     "LimitExceeded",

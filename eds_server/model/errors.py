@@ -46,7 +46,15 @@ class AlreadyExists(RegistryError):
 
 
 class PreconditionFailed(RegistryError):
-    """If-Match named a state of the service that is no longer current."""
+    """A conditional write expected a state of the service that is no longer current."""
+
+    def __init__(self, name: str, current_etag: str | None):
+        super().__init__(
+            f"service {name!r} changed since it was read "
+            f"(current ETag {current_etag or 'none: it does not exist'}); read it again and retry"
+        )
+        self.name = name
+        self.current_etag = current_etag
 
 
 class LimitExceeded(RegistryError):

@@ -119,8 +119,8 @@ class Host:
     @classmethod
     def from_record(cls, record: Mapping[str, Any]) -> Host:
         """The host a store kept with `to_record`. It was validated when written, and the store
-        is trusted (README, Security), so it is not validated again: a read of a 500-host
-        service costs ~1 ms instead of ~7."""
+        is trusted (README, Security), so it is not validated again: validation was most
+        of the cost of reading a large service (docs/PERFORMANCE.md#reading-stored-services)."""
         tags = record["tags"]
         ttl = record.get("ttl")
         return cls(

@@ -236,3 +236,14 @@ def parse_service(name: str, data: Any, now: float) -> Service:
         problems.extend(error.problems)
     check(problems)
     return Service(name, checked_hosts(tuple(hosts)), policy)
+
+
+@dataclass(frozen=True)
+class Expected:
+    """What a conditional write expects the service to be, checked inside the store's atomic step."""
+
+    etags: frozenset[str] = frozenset()  # one of these states
+    exists: bool = False  # any state, as long as the service exists
+
+    def met_by(self, service: Service | None) -> bool:
+        return service is not None and (self.exists or service.etag in self.etags)

@@ -19,7 +19,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from ..model import PreconditionFailed, Service
+from ..model import Expected, PreconditionFailed, Service
 
 # (service name, service or None when it does not exist) -> version string
 VersionOf = Callable[[str, "Service | None"], str]
@@ -189,19 +189,15 @@ class Store(ABC):
         from `step` aborts the step with nothing written.
         """
 
-    def update(self, name: str, mutate: Mutation, if_match: str | None = None) -> Change:
+    def update(self, name: str, mutate: Mutation, expected: Expected | None = None) -> Change:
         """Apply `mutate` to the current state of `name` atomically.
 
-        `if_match` is an ETag the caller read earlier (or `*` for "exists"):
-        when the service no longer has it, PreconditionFailed is raised.
+        With `expected`, PreconditionFailed is raised when the service is no longer in that state.
         """
 
         def step(current: Service | None) -> tuple[Service | None, str | None]:
-            if if_match is not None and not etag_matches(current, if_match):
-                raise PreconditionFailed(
-                    f"service {name!r} changed since you read it (If-Match {if_match}, "
-                    f"current ETag {current.etag if current else 'none: it does not exist'}); read it again and retry"
-                )
+            if expected is not None and not expected.met_by(current):
+                raise PreconditionFailed(name, current.etag if current else None)
             after = mutate(current)
             if after is current:
                 return current, None
@@ -234,11 +230,3 @@ class Store(ABC):
         changes = [self.update(name, drop_expired) for name in self.due_for_expiry(now)]
         return [c for c in changes if c.before is not c.after]
 
-
-def etag_matches(current: Service | None, if_match: str) -> bool:
-    if current is None:
-        return False
-    if if_match.strip() == "*":
-        return True
-    tags = [t.strip().removeprefix("W/").strip('"') for t in if_match.split(",")]
-    return current.etag in tags

@@ -45,7 +45,13 @@ class SqliteStore(Store):
         super().__init__(*args, **kwargs)
         self.path = path
         directory = os.path.dirname(os.path.abspath(path))
-        os.makedirs(directory, exist_ok=True)
+        try:
+            os.makedirs(directory, exist_ok=True)
+        except OSError as error:
+            reason = "a file of that name is in the way" if isinstance(error, FileExistsError) else error.strerror
+            raise StoreUnavailable(
+                f"cannot open sqlite store {path}: cannot create its directory {directory}: {reason}"
+            ) from None
         # A pool rather than one connection per thread: under gevent "threads"
         # are greenlets, and thousands of held polls must not each keep a
         # connection. A connection serves one step at a time; steps never
@@ -59,7 +65,10 @@ class SqliteStore(Store):
         self._data_version_seen: int | None = None
         self._watch_lock = threading.Lock()  # close() must not pull the connection from under a check
         with self._connection() as conn:
-            conn.executescript(SCHEMA)
+            try:
+                conn.executescript(SCHEMA)
+            except sqlite3.Error as error:
+                raise StoreUnavailable(f"cannot open sqlite store {path}: {error}") from error
 
     def _connect(self) -> sqlite3.Connection:
         try:

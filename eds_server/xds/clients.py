@@ -1,10 +1,11 @@
 """The clients view: which Envoy nodes poll, the version each holds, and which are stuck.
 
-REST has no NACK: an Envoy that rejected an answer just keeps polling with
-the version it had. Each worker notes, per node, the version it last sent;
-a poll that reports another one after that is a rejected poll. The rejected
-polls of every worker add up per version sent, and after `STUCK_AFTER_POLLS`
-of them the node shows as stuck, whichever workers its polls reached.
+REST has no NACK (docs/PROTOCOL.md#no-nack-over-rest): an Envoy that
+rejected an answer just keeps polling with the version it had. Each worker
+notes, per node, the version it last sent; a poll that reports another one
+after that is a rejected poll. The rejected polls of every worker add up per
+version sent, and after `STUCK_AFTER_POLLS` of them the node shows as stuck,
+whichever workers its polls reached.
 
 A poll only touches this worker's memory. The rows reach the store in one
 batch per `flush` (every second or so, from a background thread), where the
@@ -19,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from ..store import ClientRow, Store
-from .discovery import Answer, DiscoveryRequest
+from .request import DiscoveryRequest
 
 STUCK_AFTER_POLLS = 3
 
@@ -97,24 +98,24 @@ class Clients:
         sent = self._sent.get((request.api, request.node_id, request.names))
         return sent[0] if sent else None
 
-    def saw(self, request: DiscoveryRequest, answer: Answer) -> None:
-        """Note one answered poll; memory only."""
+    def saw(self, request: DiscoveryRequest, sent: str | None) -> None:
+        """Note one answered poll that was `sent` this version (None: told nothing changed); memory only."""
         key = (request.api, request.node_id, request.names)
         now = self.clock()
         with self._lock:
-            sent = self._sent.get(key)
-            if sent is None or request.version_info is None:  # a node (re)starting holds nothing yet
-                sent = self._sent[key] = [None, now]
-            sent_before = sent[0]
+            node = self._sent.get(key)
+            if node is None or request.version_info is None:  # a node (re)starting holds nothing yet
+                node = self._sent[key] = [None, now]
+            sent_before = node[0]
             rejected = sent_before is not None and request.version_info != sent_before
-            sent[1] = now
-            if answer.status == 200:
-                sent[0] = answer.version
+            node[1] = now
+            if sent is not None:
+                node[0] = sent
             for name in request.names:
                 seen = self._pending.get((request.node_id, name))
                 if seen is None:
                     seen = self._pending[(request.node_id, name)] = _Seen(sent_before)
-                seen.note(request, now, rejected, sent[0])
+                seen.note(request, now, rejected, node[0])
 
     def flush(self) -> None:
         """Hand this worker's rows to the store in one batch; kept for the next try if that fails."""

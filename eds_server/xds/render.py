@@ -17,13 +17,8 @@ from typing import Any
 import orjson
 
 from ..model import Host, Service
+from .resources import TYPE_URLS
 
-V3 = "v3"
-V2 = "v2"
-TYPE_URLS = {
-    V3: "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment",
-    V2: "type.googleapis.com/envoy.api.v2.ClusterLoadAssignment",
-}
 VERSION_LENGTH = 16
 
 
@@ -57,7 +52,8 @@ def lb_endpoint(host: Host) -> dict[str, Any]:
 
 
 def assignment(name: str, service: Service | None) -> dict[str, Any]:
-    """The ClusterLoadAssignment for `name`; no service renders as one with no endpoints."""
+    """The ClusterLoadAssignment for `name`; no service renders as one with no endpoints
+    (an empty resource list would make Envoy keep its old ones: docs/PROTOCOL.md#what-envoy-keeps)."""
     groups: dict[tuple[int, tuple[str, str, str]], list[Host]] = defaultdict(list)
     for host in service.hosts if service else ():
         groups[(host.priority, host.locality)].append(host)

@@ -7,7 +7,8 @@ import re
 import requests
 from playwright.sync_api import expect
 
-from ..listing import registry_listing
+from tests.helpers.listing import registry_listing
+
 from .scenario import ask, follow, health_by_endpoint, poll, put_service, stick
 
 WEB_HOSTS = [

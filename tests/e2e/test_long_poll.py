@@ -6,8 +6,7 @@ import requests
 
 from scripts.envoy import EDS_CLUSTER, Envoy, local_bootstrap
 from scripts.processes import free_port, wait_until
-
-from ..test_long_poll import polls_held
+from tests.helpers.held_polls import polls_held
 
 
 def polls_answered(server) -> float:

@@ -24,8 +24,7 @@ import pytest
 import requests
 
 from scripts.processes import rss_kb, wait_until, worker_pids
-
-from ..conftest import load_fixture
+from tests.helpers.captured import load_fixture
 
 SOAK_SECONDS = float(os.environ.get("SOAK_SECONDS", "6"))
 TOKEN = "soak-token-0123456789abcdef"

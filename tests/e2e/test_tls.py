@@ -5,7 +5,7 @@ import ssl
 import pytest
 import requests
 
-from eds_server.gunicorn_conf import gunicorn_options
+from eds_server.serving.gunicorn_options import gunicorn_options
 from eds_server.settings import SettingsError, load_settings
 from scripts.envoy import start_envoy
 from scripts.pki import make_pki

@@ -21,7 +21,7 @@ import redis
 import requests
 
 from scripts.processes import Managed, free_port, wait_until
-from tests.redis_server import RedisServer
+from tests.helpers.redis_server import RedisServer
 
 PRIMARY_NAME = "eds-primary"
 LEDGERS = 40  # the services `Writers` spread their writes over

@@ -1,0 +1,60 @@
+"""Work a worker does on its own, every so often, in a daemon thread (a greenlet under gevent)."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+
+from ..registry import Registry
+from ..store import StoreUnavailable
+
+log = logging.getLogger("eds_server.background")
+
+
+class Periodic:
+    """Calls `task` every `interval` seconds until stopped; a failure is logged and retried, never fatal.
+
+    A task that died silently would leave its work undone for good (dead hosts
+    kept in Envoy, a clients view that stops moving).
+    """
+
+    def __init__(self, name: str, interval: float, task: Callable[[], object]):
+        self.name = name
+        self.interval = interval
+        self.task = task
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+
+    def start(self) -> Periodic:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _run(self) -> None:
+        skipping = False  # say so once per outage, not every interval
+        while not self._stop.wait(self.interval):
+            try:
+                self.task()
+                if skipping:
+                    log.warning("%s resumed: the store answers again", self.name)
+                skipping = False
+            except StoreUnavailable as error:
+                if not skipping:
+                    log.warning("%s skipped until the store answers again: %s", self.name, error)
+                skipping = True
+            except Exception:
+                log.exception("%s failed; retrying in %ss", self.name, self.interval)
+
+
+def ttl_sweeper(registry: Registry, interval: float) -> Periodic:
+    """The TTL sweeper: runs `registry.expire()` every `interval` seconds, removing hosts whose heartbeat stopped.
+
+    Every worker runs one; the store re-checks each expiry inside its atomic
+    step, so however many sweep at once, each host is removed exactly once.
+    The first sweep comes one interval after start: the server swept once
+    before its workers started (`runner.start_up`).
+    """
+    return Periodic("eds-ttl-sweeper", interval, registry.expire)

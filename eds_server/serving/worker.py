@@ -1,0 +1,120 @@
+"""eds-server's gunicorn worker: gevent's, with a shutdown that suits Envoy's connections.
+
+Envoy keeps its connection to the xDS cluster open between polls, and with
+long-poll its poll is held most of the time. gunicorn's gevent worker, told
+to stop, waits for every connection to end, so held polls and idle
+keep-alive connections kept each stopping worker for the whole
+graceful_timeout and then were cut. Here, once the worker stops, held polls
+are answered at once (304: nothing changed), connections between two
+requests are closed (Envoy reconnects, to another worker or server), and the
+others are closed as soon as their request is answered.
+"""
+
+from __future__ import annotations
+
+import _socket
+import errno
+import os
+import signal
+import socket
+import time
+
+import gevent
+import gevent.socket
+from gunicorn.workers.ggevent import GeventWorker
+
+from ..api.state import app_state
+
+STOP_CHECK_INTERVAL = 0.05
+
+
+class EdsWorker(GeventWorker):
+    def init_process(self) -> None:
+        # Until gunicorn installs the worker's signal handlers (after gevent's
+        # monkey-patching, which takes a while), the master's are inherited:
+        # a SIGTERM then would be lost, and the master would wait out
+        # graceful_timeout for a worker that never heard it.
+        for stop_signal in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT):
+            signal.signal(stop_signal, self.handle_exit)
+        self._idle: set[socket.socket] = set()
+        self._busy: set[socket.socket] = set()
+        super().init_process()
+
+    def patch(self) -> None:
+        super().patch()
+        self.sockets = [_Listener(self, listener) for listener in self.sockets]
+
+    def run(self) -> None:
+        gevent.spawn(self._close_idle_connections_when_stopping)
+        super().run()
+
+    def handle(self, listener, client, addr) -> None:
+        if client.family in (socket.AF_INET, socket.AF_INET6):
+            # Small answers leave at once: Nagle's algorithm with the client's
+            # delayed ACK adds ~40 ms to an answer. (gunicorn sets it on the
+            # listening socket too; this does not depend on it being inherited.)
+            client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self._idle.add(client)
+        try:
+            super().handle(listener, client, addr)
+        finally:
+            self._idle.discard(client)
+            self._busy.discard(client)
+
+    def handle_request(self, listener_name, req, sock, addr):
+        self._idle.discard(sock)
+        self._busy.add(sock)
+        try:
+            return super().handle_request(listener_name, req, sock, addr)
+        finally:
+            self._busy.discard(sock)
+            self._idle.add(sock)
+
+    def _close_idle_connections_when_stopping(self) -> None:
+        while self.alive:
+            gevent.sleep(STOP_CHECK_INTERVAL)
+        app_state(self.wsgi).core.holds.stop()
+        deadline = time.monotonic() + self.cfg.graceful_timeout
+        while (self._idle or self._busy) and time.monotonic() < deadline:
+            for client in list(self._idle):
+                self._idle.discard(client)
+                _hang_up(client)
+            gevent.sleep(STOP_CHECK_INTERVAL)
+
+
+class _Listener(gevent.socket.socket):
+    """A listening socket that takes no new connection once its worker stops.
+
+    gevent's run loop notices a stop only at its next turn, up to a second
+    later; until then this worker would still take connections (with the old
+    settings, after a reload) that the other workers, or the new ones, take instead.
+    """
+
+    def __init__(self, worker: EdsWorker, listener: gevent.socket.socket):
+        super().__init__(listener.family, listener.type, fileno=listener.detach())
+        self.worker = worker
+
+    def _accept(self):
+        if not self.worker.alive:
+            # What losing the accept race to another worker looks like: gevent moves on.
+            raise BlockingIOError(errno.EAGAIN, "this worker is stopping")
+        return super()._accept()
+
+
+def _hang_up(client: socket.socket) -> None:
+    """End the connection under the greenlet waiting on it, which then sees a plain end of stream.
+
+    gevent's own `shutdown` would instead fail that greenlet's wait with EBADF
+    (logged as a socket error), so the shutdown goes through a duplicate of
+    the descriptor on the unpatched socket type.
+    """
+    try:
+        raw = _socket.socket(fileno=os.dup(client.fileno()))
+    except OSError:  # already closed
+        return
+    try:
+        raw.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+    finally:
+        raw.close()

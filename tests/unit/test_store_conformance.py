@@ -1,0 +1,253 @@
+"""The contract every store backend keeps; the `store` fixture runs it against each of them."""
+
+import threading
+import time
+
+import pytest
+
+from eds_server.model import Expected, Host, LimitExceeded, NotFound, PreconditionFailed, Service, parse_host
+from eds_server.registry import Limits, Registry
+from eds_server.store import ClientRow, open_store
+from eds_server.xds import version_of
+
+
+def host(ip, port=80, **fields):
+    return parse_host({"ip_address": ip, "port": port, **fields})
+
+
+def put(store, name, *hosts):
+    service = Service(name, tuple(h.stamped(store.clock()) for h in hosts))
+    return store.update(name, lambda current: service)
+
+
+def test_absent_service_reads_as_none(store):
+    assert store.get("nothing") is None
+    assert store.version("nothing") is None
+    assert store.services() == []
+
+
+def test_write_then_read_back(store):
+    change = put(store, "svc", host("10.0.0.1"), host("::1", 8002))
+    assert change.before is None and change.after is not None
+    stored = store.get("svc")
+    assert stored == change.after
+    assert [h.endpoint for h in stored.hosts] == ["10.0.0.1:80", "[::1]:8002"]
+    assert store.version("svc") == version_of("svc", stored) == change.version_after
+
+
+def test_services_are_listed_by_name(store):
+    for name in ("b", "a", "c"):
+        put(store, name, host("10.0.0.1"))
+    assert [s.name for s in store.services()] == ["a", "b", "c"]
+
+
+def test_version_is_a_pure_function_of_what_envoy_gets(store):
+    first = put(store, "svc", host("10.0.0.1"), host("10.0.0.2")).version_after
+    same_hosts_other_order = put(store, "svc", host("10.0.0.2"), host("10.0.0.1")).version_after
+    assert same_hosts_other_order == first
+    put(store, "other", host("10.9.9.9"))
+    assert store.version("svc") == first
+    changed = put(store, "svc", host("10.0.0.1"), host("10.0.0.2", tags={"load_balancing_weight": 2})).version_after
+    assert changed != first
+
+
+def test_delete_removes_the_service(store):
+    put(store, "svc", host("10.0.0.1"))
+    change = store.update("svc", lambda current: None)
+    assert change.after is None and change.visible
+    assert store.get("svc") is None and store.version("svc") is None
+
+
+def test_an_exception_in_the_mutation_writes_nothing(store):
+    put(store, "svc", host("10.0.0.1"))
+    before = store.version("svc")
+
+    def fail(current):
+        raise NotFound("nope")
+
+    with pytest.raises(NotFound):
+        store.update("svc", fail)
+    assert store.version("svc") == before
+
+
+def test_an_expected_state_is_checked_inside_the_atomic_step(store):
+    put(store, "svc", host("10.0.0.1"))
+    etag = store.get("svc").etag
+    store.update("svc", lambda s: s.with_host(host("10.0.0.2"))[0], Expected(etags=frozenset({etag})))
+    with pytest.raises(PreconditionFailed) as refused:
+        store.update("svc", lambda s: s.with_host(host("10.0.0.3"))[0], Expected(etags=frozenset({etag})))
+    assert refused.value.current_etag == store.get("svc").etag != etag
+    assert len(store.get("svc").hosts) == 2
+    with pytest.raises(PreconditionFailed):
+        store.update("absent", lambda s: Service("absent"), Expected(exists=True))
+    store.update("svc", lambda s: s, Expected(exists=True))
+
+
+def test_expiry_removes_only_hosts_past_their_ttl(store, clock):
+    put(store, "svc", host("10.0.0.1", ttl=5), host("10.0.0.2"))
+    version = store.version("svc")
+    clock.advance(4.9)
+    assert store.expire() == []
+    clock.advance(0.2)
+    changes = store.expire()
+    assert [c.name for c in changes] == ["svc"] and changes[0].visible
+    assert [h.ip_address for h in store.get("svc").hosts] == ["10.0.0.2"]
+    assert store.version("svc") != version
+    assert store.expire() == []
+
+
+def test_a_heartbeat_moves_the_deadline_and_keeps_the_version(store, clock):
+    put(store, "svc", host("10.0.0.1", ttl=5))
+    version = store.version("svc")
+    clock.advance(4)
+    refreshed = host("10.0.0.1", ttl=5).stamped(clock())
+    store.update("svc", lambda s: s.with_host(refreshed)[0])
+    assert store.version("svc") == version
+    clock.advance(4)
+    assert store.due_for_expiry(clock()) == []  # the deadline before the heartbeat passed; it no longer counts
+    assert store.expire() == []
+    clock.advance(2)
+    assert len(store.expire()) == 1
+
+
+
+def test_a_later_write_that_adds_a_ttl_host_or_shortens_a_deadline_is_expired_by_it(store, clock):
+    # A backend that indexes each service's earliest deadline must move it with every write,
+    # earlier as well as later, and set it on a service that had none.
+    put(store, "gains-a-ttl-host", host("10.0.0.1"))
+    put(store, "deadline-shortened", host("10.0.0.1", ttl=60))
+    clock.advance(1)
+    store.update("gains-a-ttl-host", lambda s: s.with_host(host("10.0.0.2", ttl=5).stamped(clock()))[0])
+    store.update("deadline-shortened", lambda s: s.with_host(host("10.0.0.1", ttl=5).stamped(clock()))[0])
+    clock.advance(5.1)
+    assert sorted(c.name for c in store.expire()) == ["deadline-shortened", "gains-a-ttl-host"]
+    assert [h.ip_address for h in store.get("gains-a-ttl-host").hosts] == ["10.0.0.1"]
+    assert store.get("deadline-shortened").hosts == ()
+
+def test_concurrent_updates_lose_nothing(store):
+    put(store, "svc")
+
+    def add(thread):
+        for i in range(25):
+            new = Host(f"10.{thread}.0.{i}", 80)
+            store.update("svc", lambda s, new=new: s.with_host(new)[0])
+
+    threads = [threading.Thread(target=add, args=(t,)) for t in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(store.get("svc").hosts) == 200
+
+
+def test_size_counts_services_and_hosts(store):
+    assert store.size() == (0, 0)
+    put(store, "a", host("10.0.0.1"), host("10.0.0.2"))
+    put(store, "b")
+    put(store, "c", host("10.0.0.3"))
+    assert store.size() == (3, 3)
+
+
+def client_row(node="envoy-1", name="web", last_poll=100.0, polls=1, **fields):
+    values = dict(
+        cluster="edge",
+        envoy_version="1.40.0",
+        resource_names=(name,),
+        api="v3",
+        version_held=None,
+        rejected_polls=0,
+    )
+    values.update(fields)
+    return ClientRow(node_id=node, resource_name=name, last_poll=last_poll, polls=polls, **values)
+
+
+def test_client_rows_add_up_polls_and_keep_the_latest_poll(store):
+    assert store.clients() == []
+    # Two workers report the same node: their poll counts add up, the latest poll's fields win,
+    # whichever order the batches arrive in; rejections of an older version sent are dropped.
+    newer = dict(version_held="v1", sent_version="v3", rejected_polls=1)
+    store.record_clients([client_row(last_poll=105.0, polls=3, **newer)], forget_before=0)
+    older = dict(version_held="v1", sent_version="v2", rejected_polls=4)
+    store.record_clients([client_row(last_poll=101.0, polls=2, **older)], forget_before=0)
+    store.record_clients([client_row(node="envoy-2", last_poll=102.0, resource_names=("web", "api"))], forget_before=0)
+    assert store.clients() == [
+        client_row(last_poll=105.0, polls=5, **newer),
+        client_row(node="envoy-2", last_poll=102.0, resource_names=("web", "api")),
+    ]
+    # Rejections of the same version sent add up, whichever worker counted them.
+    store.record_clients([client_row(last_poll=103.0, polls=2, **{**newer, "rejected_polls": 2})], forget_before=0)
+    assert store.clients()[0] == client_row(last_poll=105.0, polls=7, **{**newer, "rejected_polls": 3})
+
+
+def test_client_rows_not_seen_for_long_are_forgotten(store):
+    store.record_clients([client_row(node="old", last_poll=10.0), client_row(node="new", last_poll=50.0)], 0)
+    store.record_clients([client_row(node="newer", last_poll=60.0)], forget_before=20.0)
+    assert [row.node_id for row in store.clients()] == ["new", "newer"]
+
+
+def same_data_elsewhere(store):
+    """Another store object on the same data, as another worker would open it (memory:// has none;
+    a Redis store hears its own writes the way it hears every other replica's)."""
+    path = getattr(store, "path", None)
+    return open_store(f"sqlite:///{path}", version_of) if path else store
+
+
+def test_wait_for_change_wakes_for_a_write_from_another_connection(store, tmp_path):
+    store.wait_for_change(0.05)  # the first call may report what happened before it (allowed)
+    assert store.wait_for_change(0.05) is False  # nothing written since: it times out
+    other = same_data_elsewhere(store)
+    woke = []
+    waiter = threading.Thread(target=lambda: woke.append(store.wait_for_change(5)))
+    waiter.start()
+    time.sleep(0.05)
+    put(other, "svc", host("10.0.0.1"))
+    waiter.join(6)
+    assert woke == [True]
+    assert store.wait_for_change(0.05) is False  # that change was reported once
+    put(other, "svc", host("10.0.0.2"))  # a change between two waits is not lost
+    assert store.wait_for_change(5) is True
+
+
+def test_count_follows_creates_and_deletes(store):
+    assert store.count() == 0
+    for name in ("a", "b", "c"):
+        put(store, name, host("10.0.0.1"))
+    store.update("b", lambda current: None)
+    assert store.count() == 2
+
+
+def test_concurrent_creates_cannot_pass_the_service_limit(store):
+    # The registry counts services inside the store's atomic step: a backend must
+    # answer count() from the state that step commits against.
+    registry = Registry(store, Limits(max_services=5))
+    start = threading.Barrier(8)
+    outcomes = []
+
+    def create(thread):
+        start.wait()
+        for i in range(3):
+            try:
+                registry.create(f"svc-{thread}-{i}", {"hosts": []})
+                outcomes.append("created")
+            except LimitExceeded:
+                outcomes.append("refused")
+
+    threads = [threading.Thread(target=create, args=(t,)) for t in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert outcomes.count("created") == 5 and outcomes.count("refused") == 19
+    assert store.count() == len(store.services()) == 5
+
+
+def test_a_closed_store_reconnects_on_next_use_and_keeps_its_contents(store):
+    # `python -m eds_server` runs the start-up (TTL sweep, seed) on a store in
+    # the master, closes it, and every forked worker goes on using that object.
+    put(store, "svc", host("10.0.0.1"))
+    version = store.version("svc")
+    store.close()
+    assert store.version("svc") == version
+    put(store, "svc", host("10.0.0.1"), host("10.0.0.2"))
+    assert len(store.get("svc").hosts) == 2
+    store.ping()
