@@ -229,4 +229,3 @@ class Store(ABC):
 
         changes = [self.update(name, drop_expired) for name in self.due_for_expiry(now)]
         return [c for c in changes if c.before is not c.after]
-

@@ -77,9 +77,9 @@ def test_five_failovers_under_writes_lose_no_acknowledged_write(sentinel_cluster
             # (Retried like any client: right after a failover the one replica left may still be re-attaching.)
             port = 9200 + round_index
             wait_until(
-                lambda port=port: requests.post(
-                    f"{myservice}/hosts", json={"ip_address": "127.0.0.1", "port": port}, timeout=5
-                ).ok,
+                lambda port=port: (
+                    requests.post(f"{myservice}/hosts", json={"ip_address": "127.0.0.1", "port": port}, timeout=5).ok
+                ),
                 10,
                 0.1,
                 what="a change written after the failover",

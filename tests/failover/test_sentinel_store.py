@@ -10,7 +10,7 @@ import pytest
 
 from eds_server.model import Service, parse_host
 from eds_server.settings import SettingsError, load_settings, store_options
-from eds_server.store import CommitOutcomeUnknown, StoreUnavailable, check_store_url, open_store
+from eds_server.store import CommitOutcomeUnknown, StoreUnavailable, open_store
 from eds_server.store.base import load_service
 from eds_server.xds import version_of
 from scripts.pki import make_pki
@@ -30,35 +30,6 @@ def add(ip, port=80):
 
 def ports(store, name="web"):
     return sorted(h.port for h in store.get(name).hosts)
-
-
-@pytest.mark.parametrize(
-    "url",
-    [
-        "redis+sentinel://10.0.0.1:26379,10.0.0.2:26379,10.0.0.3/eds/0",
-        "redis+sentinel://:pw@[::1]:26379/eds",
-        "rediss+sentinel://user:pw@sentinel.internal/eds/2?sentinel_password=x&ssl_cert_reqs=required",
-    ],
-)
-def test_sentinel_urls_accepted(url):
-    assert check_store_url(url).endswith("+sentinel")
-
-
-@pytest.mark.parametrize(
-    ("url", "says"),
-    [
-        ("redis+sentinel://:topsecret@h1:26379,h2:99999/eds/0?sentinel_password=topsecret", "out of range"),
-        ("redis+sentinel://:topsecret@h1,/eds/0", "names no Sentinel host"),
-        ("redis+sentinel://:topsecret@h1/0?sentinel_password=topsecret", "/PRIMARY_NAME/DB"),
-        ("redis+sentinel://:topsecret@h1/eds/zero", "/PRIMARY_NAME/DB"),
-        ("redis+sentinel://:topsecret@h1", "/PRIMARY_NAME"),
-        ("redis+sentinel://:topsecret@h1/eds/0?sokcet_timeout=1&sentinel_password=topsecret", "sokcet_timeout"),
-    ],
-)
-def test_bad_sentinel_urls_are_refused_without_showing_a_password(url, says):
-    with pytest.raises(ValueError, match=says) as refused:
-        check_store_url(url)
-    assert "topsecret" not in str(refused.value)
 
 
 @pytest.mark.parametrize(("value", "min_replicas"), [(None, None), ("auto", None), ("0", 0), ("2", 2)])
