@@ -1,9 +1,11 @@
-"""A registry shared by every replica: one Redis server, reached by URL.
+"""A registry shared by every replica: one Redis server, or the primary Sentinel names, reached by URL
+(`redis_primary.py`).
 
 Layout (every key under `eds:`):
   eds:service:NAME   hash {record: the service as JSON, version: its version}
   eds:names          sorted set of names, all scored 0, so it reads back in name order
   eds:deadlines      sorted set NAME -> the service's next TTL deadline
+  eds:writes-refused sorted set, one member: the last moment a process saw a write refused
 
 One key per service keeps the version beside its service (one HGET answers a
 poll) and confines WATCH conflicts to writers of the same service. A write is
@@ -11,7 +13,9 @@ optimistic: WATCH the service, read it, run the registry's mutation (Python,
 so not a Lua script), then MULTI/EXEC; when another writer committed in
 between, EXEC fails and the step runs again on the new state. Nothing is ever
 lost, and an expiry that two replicas race to apply is re-checked on the state
-the winner left, so it happens once.
+the winner left, so it happens once. When the primary has replicas, WAIT follows
+EXEC on the same connection, and a write is acknowledged only once enough of
+them hold it: a failover then keeps it.
 
 Every process using the store also keeps a mirror of the whole registry in
 memory, followed by a thread subscribed to the changes every write publishes (in the same
@@ -519,14 +523,15 @@ class RedisStore(Store):
             log.warning("redis store %s reachable again after %.1fs", self.where, time.time() - outage.since)
             # Changes published while this worker could not hear them are only in Redis.
             self._resync.set()
-            self._note_refusal()  # writes were refused until now
+            self._note_refusal(share_now=True)  # writes were refused until now
 
-    def _note_refusal(self) -> None:
+    def _note_refusal(self, share_now: bool = False) -> None:
         """Heartbeats may have been refused until now: no host expires within one ttl of it (see
         `Store.expire`), in any process on this Redis once it is shared (at most every
         SHARE_REFUSALS_EVERY seconds, and not while Redis is unreachable: the end of the outage is)."""
         self._refused_at = self.clock()
-        if self._outage is not None or time.monotonic() - self._refusal_shared_at < SHARE_REFUSALS_EVERY:
+        recently = time.monotonic() - self._refusal_shared_at < SHARE_REFUSALS_EVERY
+        if self._outage is not None or recently and not share_now:
             return
         self._refusal_shared_at = time.monotonic()
         with contextlib.suppress(redis.RedisError):  # this process's own sweeps know it anyway
