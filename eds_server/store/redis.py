@@ -466,7 +466,7 @@ class RedisStore(Store):
 
     def _outcome_unknown(self, error: redis.RedisError, what: str = "stopped answering") -> CommitOutcomeUnknown:
         return CommitOutcomeUnknown(
-            f"{self.where} {what} while committing ({error}); the change may have been "
+            f"{self.where} {what} while committing ({self._primary.describe(error)}); the change may have been "
             "applied: read the service before retrying"
         )
 

@@ -229,6 +229,7 @@ class Answer:
     status: int  # 0: no answer at all
     service: str
     port: int
+    message: str = ""  # a refusal's
 
 
 @dataclass
@@ -259,14 +260,15 @@ class Writers:
                 service = f"ledger-{port % LEDGERS}"  # spread, so that no service grows large
                 started = time.monotonic()
                 try:
-                    status = session.post(
+                    answer = session.post(
                         f"{self.urls[index % len(self.urls)]}/edsservice/{service}/hosts",
                         json={"ip_address": "127.0.0.2", "port": port},
                         timeout=10,
-                    ).status_code
-                except requests.RequestException:
-                    status = 0
-                self.answers.append(Answer(started, status, service, port))
+                    )
+                    status, message = answer.status_code, "" if answer.ok else answer.json()["message"]
+                except (requests.RequestException, ValueError) as error:
+                    status, message = 0, str(error)
+                self.answers.append(Answer(started, status, service, port, message))
                 self.stopping.wait(0.05)
 
     def stop(self) -> None:

@@ -4,17 +4,19 @@ and TTL hosts that the store's outage does not expire."""
 
 from __future__ import annotations
 
+import re
 import time
 
 import pytest
 
 from eds_server.model import Service, parse_host
 from eds_server.settings import SettingsError, load_settings, store_options
-from eds_server.store import CommitOutcomeUnknown, StoreUnavailable, open_store
+from eds_server.store import CommitOutcomeUnknown, StoreUnavailable, check_store_url, open_store
 from eds_server.store.base import load_service
+from eds_server.store.redis_primary import primary_for
 from eds_server.xds import version_of
 from scripts.pki import make_pki
-from scripts.processes import wait_until
+from scripts.processes import REPO, wait_until
 
 DATA_PASSWORD = "data/s3cret:with@odd,chars"  # percent-encoded in the URL
 SENTINEL_PASSWORD = "sentinel-s3cret"
@@ -30,6 +32,14 @@ def add(ip, port=80):
 
 def ports(store, name="web"):
     return sorted(h.port for h in store.get(name).hosts)
+
+
+def test_the_readme_sentinel_url_is_a_store_url_shown_without_its_passwords():
+    readme = (REPO / "README.md").read_text()
+    [url] = re.findall(r"EDS_STORE='(rediss\+sentinel://[^']+)'", readme)
+    assert check_store_url(url) == "rediss+sentinel"
+    where = primary_for(url).where
+    assert where == "rediss+sentinel://:***@10.0.0.21:26379,10.0.0.22:26379,10.0.0.23:26379/eds-primary/0"
 
 
 @pytest.mark.parametrize(("value", "min_replicas"), [(None, None), ("auto", None), ("0", 0), ("2", 2)])
