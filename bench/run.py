@@ -38,7 +38,7 @@ from eds_server.xds import version_of
 from eds_server.xds.resources import PATH_OF, V3
 from scripts.processes import REPO, free_port, rss_kb, start, stop, wait_until, worker_pids
 
-from . import long_poll, propagation
+from . import failover, long_poll, propagation
 from .report import (
     Round,
     hand_written_sections,
@@ -380,6 +380,8 @@ def main(argv: list[str] | None = None) -> int:
             rounds.append(one_round(tmp, args, answers, bodies, big_db))
         print("long-poll ...", flush=True)
         long_poll = long_poll_figures(tmp, args)
+        print("failover ...", flush=True)
+        failovers = failover.figures(tmp, args.workers, args.seconds, args.write_connections, args.rounds, wrk)
         print("write and wait ...", flush=True)
         write_and_wait = propagation_section(tmp, args.workers, args.wait_writes)
     history = record_run(args.report.with_name("bench-history.jsonl"), about, rounds, long_poll)
@@ -387,6 +389,7 @@ def main(argv: list[str] | None = None) -> int:
     sections = [
         render(args, about, rounds, parse, dispatch, fill_seconds),
         render_long_poll(args, long_poll),
+        failover.render(failovers),
         write_and_wait,
         *kept,
         render_history(history),

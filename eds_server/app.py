@@ -9,7 +9,7 @@ from .api import auth, console, edsservice, ops, polls, propagation
 from .api.common import register_error_handlers
 from .api.state import AppState
 from .registry import Limits, Registry
-from .settings import Settings
+from .settings import Settings, store_options
 from .store import Store, open_store
 from .telemetry import Metrics
 from .xds import DiscoveryCore, version_of
@@ -25,7 +25,7 @@ def registry_for(settings: Settings, store: Store) -> Registry:
 def create_app(settings: Settings | None = None, store: Store | None = None) -> Flask:
     """Build the WSGI app. Opens the store named by `settings.store` unless one is given."""
     settings = settings or Settings()
-    store = store or open_store(settings.store, version_of)
+    store = store or open_store(settings.store, version_of, **store_options(settings))
     app = Flask("eds_server")
     app.config.update(
         MAX_CONTENT_LENGTH=settings.max_body_bytes,

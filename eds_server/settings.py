@@ -32,6 +32,9 @@ class Settings:
     port: int = 8080
     workers: int = 2
     store: str = "sqlite:///data/registry.db"
+    # Redis stores: the replicas that must hold a write before it is acknowledged (WAIT); "auto":
+    # 1 when the primary has replicas, else 0 (the README's "Redis with Sentinel" says when it has).
+    redis_min_replicas: str = "auto"
     config: str | None = None
     log_level: str = "info"
     log_format: str = "text"  # text or json
@@ -160,7 +163,9 @@ def parse_args(argv: Sequence[str] | None) -> dict[str, Any]:
     parser.add_argument("--port", type=int, help="port to listen on (default 8080)")
     parser.add_argument("--workers", type=int, help="gunicorn worker processes (default 2)")
     parser.add_argument(
-        "--store", help="sqlite:///PATH (default sqlite:///data/registry.db), redis://HOST:PORT/DB or memory://"
+        "--store",
+        help="sqlite:///PATH (default sqlite:///data/registry.db), redis://HOST:PORT/DB, "
+        "redis+sentinel://HOST:PORT[,HOST:PORT...]/PRIMARY_NAME/DB or memory://",
     )
     parser.add_argument("--config", help="YAML file with settings and seed services")
     parser.add_argument("--log-level", dest="log_level", help="debug, info, warning, error")
@@ -227,6 +232,10 @@ def validate(settings: Settings) -> None:
         check_store_url(settings.store)
     except ValueError as error:
         raise SettingsError(str(error)) from None
+    if settings.redis_min_replicas != "auto" and not settings.redis_min_replicas.isdigit():
+        raise SettingsError(
+            f"redis_min_replicas {settings.redis_min_replicas!r}: must be auto or a number of replicas (0 or more)"
+        )
     if not 1 <= settings.port <= 65535:
         raise SettingsError(f"port {settings.port}: must be 1-65535")
     if settings.workers < 1:
@@ -260,6 +269,12 @@ def validate(settings: Settings) -> None:
         raise SettingsError(
             f"max_body_bytes {settings.max_body_bytes}: must be at least 131072; Envoy's polls alone are ~77 KB"
         )
+
+
+def store_options(settings: Settings) -> dict[str, Any]:
+    """What `open_store` takes from the settings besides the URL."""
+    automatic = settings.redis_min_replicas == "auto"
+    return {"min_replicas": None if automatic else int(settings.redis_min_replicas)}
 
 
 def read_token_file(path: str) -> list[str]:

@@ -72,8 +72,12 @@ class Host:
         """The host with its expiry deadline set from its ttl, counted from `now`."""
         return replace(self, expires_at=None if self.ttl is None else now + self.ttl)
 
-    def expired(self, now: float) -> bool:
-        return self.expires_at is not None and self.expires_at <= now
+    def expired(self, now: float, writes_refused_at: float | None = None) -> bool:
+        """Its deadline passed, and it has had a whole ttl to heartbeat in since the store last refused a
+        write (`writes_refused_at`): until then its heartbeats may have been refused, not stopped."""
+        if self.expires_at is None or self.expires_at > now:
+            return False
+        return writes_refused_at is None or writes_refused_at + (self.ttl or 0) <= now
 
     def to_dict(self) -> dict[str, Any]:
         """The API representation: what `parse_host` reads back to an equal host."""

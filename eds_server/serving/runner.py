@@ -12,7 +12,7 @@ from gunicorn.app.base import BaseApplication
 from ..api.auth import writes_open_warning
 from ..api.state import app_state
 from ..app import create_app, registry_for
-from ..settings import Settings
+from ..settings import Settings, store_options
 from ..store import Store, open_store
 from ..telemetry.metrics import FLUSH_INTERVAL as METRICS_FLUSH_INTERVAL
 from ..telemetry.metrics import enable_multiprocess, worker_gone
@@ -98,7 +98,7 @@ def serve(settings: Settings) -> None:
     # The start-up's lines look like the workers' (whose Flask app finds a
     # handler already there and adds none of its own).
     logs.configure(settings.log_level, settings.log_format)
-    store = open_store(settings.store, version_of)
+    store = open_store(settings.store, version_of, **store_options(settings))
     try:
         start_up(settings, store)
     finally:

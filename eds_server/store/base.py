@@ -210,18 +210,27 @@ class Store(ABC):
 
         return self._atomically(name, step)
 
+    def writes_refused_at(self) -> float | None:
+        """The last moment (clock seconds) the store refused a write, as far as the processes using it
+        noticed; None when none did. A store that never refuses one for want of itself leaves it None."""
+        return None
+
     def expire(self, now: float | None = None) -> list[Change]:
         """Remove every host whose ttl ran out; one atomic step per service.
 
         The removal is re-checked inside each step, so when several workers or
-        replicas sweep at once, each expiry is applied exactly once.
+        replicas sweep at once, each expiry is applied exactly once. A host is
+        removed only once it has had a whole ttl to heartbeat in since the store
+        last refused a write: its own heartbeats may have been among those refused.
         """
         now = self.clock() if now is None else now
+        writes_refused_at = self.writes_refused_at()
 
         def drop_expired(current: Service | None) -> Service | None:
             if current is None or current.next_expiry is None or current.next_expiry > now:
                 return current
-            return current.without_expired(now)
+            after = current.without_expired(now, writes_refused_at)
+            return current if after.hosts == current.hosts else after
 
         changes = [self.update(name, drop_expired) for name in self.due_for_expiry(now)]
         return [c for c in changes if c.before is not c.after]

@@ -23,6 +23,8 @@ class RedisServer(Managed):
     password: str | None = None
     tls_files: dict[str, Path] | None = None  # cert, key, ca: serve TLS only
     appendfsync: str = "always"
+    # More redis-server options, such as `--replicaof HOST PORT` for a replica.
+    extra_args: list[str] = field(default_factory=list)
     process: Any = None
 
     @property
@@ -53,6 +55,7 @@ class RedisServer(Managed):
             args += ["--port", str(self.port)]
         if self.password:
             args += ["--requirepass", self.password]
+        args += self.extra_args
         self.launch(args, self.tmp / f"redis-{self.port}.log", lambda: self.client().ping(), "redis-server PING", 10)
         return self
 
