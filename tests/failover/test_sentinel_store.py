@@ -72,7 +72,9 @@ def test_two_replicas_stores_ride_a_failover_without_a_restart(sentinel_cluster,
     assert cluster.primary is not old
     assert wait_until(lambda: a.wait_for_change(1) and ports(a) == [8001, 8002], 10, what="a hearing b's write")
     assert a._mirror["web"][1] == b.version("web") != before
-    a.update("web", add("10.0.0.3", 8003))
+    # The new primary's other replica may still be syncing with it: until it confirms, a write
+    # is applied but answered 503 (CommitOutcomeUnknown); repeating the same host is harmless.
+    wait_until(lambda: a.update("web", add("10.0.0.3", 8003)), 30, 0.1, what="a write through a after the failover")
     assert ports(b) == [8001, 8002, 8003]
 
     said = str(refused.value) + caplog.text
