@@ -1,5 +1,7 @@
-# eds-server as a container: `python -m eds_server` (gunicorn) on :8080, the
-# registry in a sqlite file under /app/data (a volume in docker-compose.yml).
+# eds-server as a container: `eds-server` (gunicorn) on :8080, the registry in a
+# sqlite file under /app/data (a volume in docker-compose.yml). Installed as the
+# tests in tests/install/ prove a venv works: requirements.txt's pins, then the
+# package built from the checkout (with the console's files), run by its script.
 FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
@@ -12,8 +14,12 @@ WORKDIR /app
 COPY requirements.txt .
 RUN pip install -r requirements.txt
 
-# `python -m eds_server` runs from the source tree in the working directory.
-COPY eds_server ./eds_server
+# The package, and nothing more: requirements.txt pins all it needs. Its sources
+# go nowhere near the working directory, so what runs is the installed package.
+COPY pyproject.toml README.md /tmp/eds-server/
+COPY eds_server /tmp/eds-server/eds_server
+RUN pip install --no-deps /tmp/eds-server && rm -r /tmp/eds-server
+
 RUN useradd --system --uid 10001 eds && mkdir data && chown eds data
 USER eds
 
@@ -22,4 +28,4 @@ VOLUME ["/app/data"]
 HEALTHCHECK --interval=5s --timeout=3s --start-period=10s \
     CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8080/healthz', timeout=2)"]
 # The default store, sqlite:///data/registry.db, is /app/data/registry.db.
-CMD ["python", "-m", "eds_server", "--host", "0.0.0.0", "--port", "8080"]
+CMD ["eds-server", "--host", "0.0.0.0", "--port", "8080"]

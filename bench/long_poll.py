@@ -12,6 +12,7 @@ from pathlib import Path
 
 import requests
 
+from eds_server.xds.resources import PATH_OF, V3
 from scripts.envoy import Upstream, start_envoy
 
 SERVICE = "myservice"
@@ -102,7 +103,7 @@ def held_clients(server, clients: int, captured: bytes, version: str, write) -> 
         body["node"]["id"] = f"bench-envoy-{index}"
         payload = json.dumps(body, separators=(",", ":")).encode()
         head = (
-            "POST /v3/discovery:endpoints HTTP/1.1\r\nHost: eds_cluster\r\nContent-Type: application/json\r\n"
+            f"POST {PATH_OF[V3]} HTTP/1.1\r\nHost: eds_cluster\r\nContent-Type: application/json\r\n"
             f"x-envoy-expected-rq-timeout-ms: 30000\r\nContent-Length: {len(payload)}\r\n\r\n"
         )
         return head.encode() + payload

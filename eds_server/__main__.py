@@ -1,11 +1,11 @@
-"""`python -m eds_server [--host H] [--port P] [--workers N] [--store URL] [--config FILE]`."""
+"""`python -m eds_server [--host H] [--port P] [--workers N] [--store URL] [--config FILE]`, or `eds-server ...`."""
 
 from __future__ import annotations
 
 import sys
 
 from .model import RegistryError
-from .serving import serve
+from .serving import CannotStart, serve
 from .settings import SettingsError, load_settings
 from .store import StoreUnavailable
 
@@ -18,9 +18,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         serve(settings)
-    except (StoreUnavailable, RegistryError) as error:
-        # The start-up (TTL sweep, seed) could not run: better no server than one
-        # that hands Envoy expired hosts or misses its seed.
+    except (CannotStart, StoreUnavailable, RegistryError) as error:
+        # gunicorn could not run, or the start-up (TTL sweep, seed) could not:
+        # better no server than one that hands Envoy expired hosts or misses its seed.
         print(f"eds-server: cannot start: {error}", file=sys.stderr)
         return 1
     return 0

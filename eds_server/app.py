@@ -5,14 +5,15 @@ from __future__ import annotations
 from flask import Flask
 from flask_restx import Api
 
-from .api import auth, console, edsservice, ops, pages, polls
+from .api import auth, console, edsservice, ops, pages, polls, propagation
 from .api.common import EdsFlask, register_error_handlers, require_json_bodies
 from .api.state import AppState
 from .registry import Limits, Registry
-from .settings import Settings, trusted_networks
+from .settings import Settings, store_options, trusted_networks
 from .store import Store, open_store
 from .telemetry import Metrics
 from .xds import ClientsLimits, DiscoveryCore, version_of
+from .xds.resources import PATH_OF, V3
 
 
 def registry_for(settings: Settings, store: Store) -> Registry:
@@ -24,7 +25,7 @@ def registry_for(settings: Settings, store: Store) -> Registry:
 def create_app(settings: Settings | None = None, store: Store | None = None) -> Flask:
     """Build the WSGI app. Opens the store named by `settings.store` unless one is given."""
     settings = settings or Settings()
-    store = store or open_store(settings.store, version_of)
+    store = store or open_store(settings.store, version_of, **store_options(settings))
     app = EdsFlask("eds_server")
     app.config.update(
         MAX_CONTENT_LENGTH=settings.max_body_bytes,
@@ -40,6 +41,7 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
             store,
             cache_size=settings.response_cache_size,
             on_held_count=metrics.held_count,
+            subscribed_within=settings.subscribed_within,
             clients_limits=ClientsLimits(settings.clients_max_rows, settings.clients_max_rows_per_node),
         ),
         metrics=metrics,
@@ -47,13 +49,14 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
     )
     state.install(app)
     # Envoy's polls are answered in front of Flask (see api/polls.py).
-    state.polls = app.wsgi_app = polls.PollRoutes(app.wsgi_app, state)
+    app.wsgi_app = routes = polls.PollRoutes(app.wsgi_app, state)
+    state.answer_poll = routes.respond
     api = Api(
         app,
         version="1.0",
         title="eds-server",
         description="REST-JSON Endpoint Discovery Service for Envoy: register upstream hosts per service; "
-        "Envoy polls POST /v3/discovery:endpoints. "
+        f"Envoy polls POST {PATH_OF[V3]}. "
         "The [operator console](ui/) shows the services, their hosts and the Envoys polling them.",
         doc="/",
         authorizations=auth.AUTHORIZATIONS,
@@ -64,6 +67,7 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
     require_json_bodies(app)
     register_error_handlers(app, api)
     api.add_namespace(edsservice.ns)
+    api.add_namespace(propagation.ns)
     api.add_namespace(polls.ns)
     api.add_namespace(ops.ns)
     app.register_blueprint(console.bp)

@@ -18,6 +18,7 @@ from typing import Any
 
 import yaml
 
+from ._version import __version__
 from .model import InvalidInput
 from .registry.seed import check_services
 from .store import check_store_url
@@ -33,6 +34,9 @@ class Settings:
     port: int = 8080
     workers: int = 2
     store: str = "sqlite:///data/registry.db"
+    # Redis stores: the replicas that must hold a write before it is acknowledged (WAIT); "auto":
+    # 1 when the primary has replicas, else 0 (the README's "Redis with Sentinel" says when it has).
+    redis_min_replicas: str = "auto"
     config: str | None = None
     log_level: str = "info"
     log_format: str = "text"  # text or json
@@ -48,6 +52,11 @@ class Settings:
     # longer than the client's x-envoy-expected-rq-timeout-ms minus long_poll_margin seconds.
     long_poll_max_hold: float = 25.0
     long_poll_margin: float = 1.0
+    # Write-and-wait (README "Waiting until every Envoy has a change"): an Envoy counts as subscribed
+    # to a service while its last sign of life (a poll arriving; a held poll, while it is held) is at
+    # most subscribed_within seconds old; a wait (?wait=SECONDS) may last propagation_max_wait at most.
+    subscribed_within: float = 10.0
+    propagation_max_wait: float = 120.0
     # Bearer tokens (SECURITY in the README). repr=False: settings may be logged, tokens never.
     api_tokens: list[str] = field(default_factory=list, repr=False)
     api_token_file: str | None = None
@@ -174,15 +183,19 @@ def _read_yaml(path: str) -> dict[str, Any]:
 
 def parse_args(argv: Sequence[str] | None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(
-        prog="python -m eds_server",
-        description="REST-JSON Endpoint Discovery Service for Envoy. Every flag can also be set "
-        "with an EDS_<FLAG> environment variable, for example EDS_PORT=9000.",
+        prog="eds-server",
+        description="REST-JSON Endpoint Discovery Service for Envoy (eds-server and python -m eds_server "
+        "are the same command). Every flag can also be set with an EDS_<FLAG> environment variable, "
+        "for example EDS_PORT=9000.",
     )
+    parser.add_argument("--version", action="version", version=f"eds-server {__version__}")
     parser.add_argument("--host", help="address to listen on; '::' listens on IPv6 and IPv4 (default 0.0.0.0)")
     parser.add_argument("--port", type=int, help="port to listen on (default 8080)")
     parser.add_argument("--workers", type=int, help="gunicorn worker processes (default 2)")
     parser.add_argument(
-        "--store", help="sqlite:///PATH (default sqlite:///data/registry.db), redis://HOST:PORT/DB or memory://"
+        "--store",
+        help="sqlite:///PATH (default sqlite:///data/registry.db), redis://HOST:PORT/DB, "
+        "redis+sentinel://HOST:PORT[,HOST:PORT...]/PRIMARY_NAME/DB or memory://",
     )
     parser.add_argument("--config", help="YAML file with settings and seed services")
     parser.add_argument("--log-level", dest="log_level", help="debug, info, warning, error")
@@ -249,6 +262,10 @@ def validate(settings: Settings) -> None:
         check_store_url(settings.store)
     except ValueError as error:
         raise SettingsError(str(error)) from None
+    if settings.redis_min_replicas != "auto" and not settings.redis_min_replicas.isdigit():
+        raise SettingsError(
+            f"redis_min_replicas {settings.redis_min_replicas!r}: must be auto or a number of replicas (0 or more)"
+        )
     if not 1 <= settings.port <= 65535:
         raise SettingsError(f"port {settings.port}: must be 1-65535")
     if settings.workers < 1:
@@ -266,6 +283,13 @@ def validate(settings: Settings) -> None:
             f"long_poll_max_hold {settings.long_poll_max_hold}, long_poll_margin {settings.long_poll_margin}: "
             "must be 0 or more seconds"
         )
+    if settings.subscribed_within <= settings.clients_flush_interval:
+        raise SettingsError(
+            f"subscribed_within {settings.subscribed_within}: must be more than clients_flush_interval "
+            f"({settings.clients_flush_interval} s): a node's polls reach the store only that often"
+        )
+    if settings.propagation_max_wait < 0:
+        raise SettingsError(f"propagation_max_wait {settings.propagation_max_wait}: must be 0 or more seconds")
     if settings.max_services < 1 or settings.max_hosts_per_service < 1:
         raise SettingsError("max_services and max_hosts_per_service must be at least 1")
     if settings.api_token_file:
@@ -280,6 +304,12 @@ def validate(settings: Settings) -> None:
         raise SettingsError(
             f"max_body_bytes {settings.max_body_bytes}: must be at least 131072; Envoy's polls alone are ~77 KB"
         )
+
+
+def store_options(settings: Settings) -> dict[str, Any]:
+    """What `open_store` takes from the settings besides the URL."""
+    automatic = settings.redis_min_replicas == "auto"
+    return {"min_replicas": None if automatic else int(settings.redis_min_replicas)}
 
 
 def read_token_file(path: str) -> list[str]:

@@ -65,13 +65,17 @@ def local_bootstrap(
     admin_port: int,
     eds_tls: Pki | None = None,
     client_cert: bool = True,
+    node_id: str | None = None,
     **api_config: Any,
 ) -> dict:
     """envoy/envoy-local.yaml with the given ports; `api_config` overrides api_config_source fields.
 
-    With `eds_tls`, Envoy polls over TLS (mutual TLS unless `client_cert` is False).
+    With `eds_tls`, Envoy polls over TLS (mutual TLS unless `client_cert` is False). Several
+    Envoys on one server need a `node_id` each (the bootstrap's is `local-envoy`).
     """
     bootstrap = yaml.safe_load(LOCAL_BOOTSTRAP.read_text())
+    if node_id is not None:
+        bootstrap["node"]["id"] = node_id
     bootstrap["admin"]["address"]["socket_address"]["port_value"] = admin_port
     bootstrap["static_resources"]["listeners"][0]["address"]["socket_address"]["port_value"] = listener_port
     eds = _cluster(bootstrap, "eds_cluster")
@@ -170,6 +174,15 @@ def start_envoy(tmp: Path, eds_ports: list[int], listener_port: int = 0, admin_p
     return Envoy(
         tmp, local_bootstrap(eds_ports, listener_port, admin_port, **options), admin_port, listener_port
     ).start()
+
+
+def start_rejecting_envoy(tmp: Path, eds_ports: list[int], **options: Any) -> Envoy:
+    """An Envoy that rejects an update the registry accepts (another Envoy takes it): its own local
+    cluster is the EDS one, and Envoy refuses a local cluster host at a priority other than 0."""
+    admin_port, listener_port = free_port(), free_port()
+    bootstrap = local_bootstrap(eds_ports, listener_port, admin_port, **options)
+    bootstrap["cluster_manager"] = {"local_cluster_name": EDS_CLUSTER}
+    return Envoy(tmp, bootstrap, admin_port, listener_port).start()
 
 
 @dataclass

@@ -85,6 +85,7 @@ def stop(process: subprocess.Popen, timeout: float = 10, first_signal: int = sig
     if process.poll() is None:
         try:
             os.killpg(process.pid, first_signal)
+            os.killpg(process.pid, signal.SIGCONT)  # a paused process would not act on it until resumed
         except ProcessLookupError:
             pass
         try:
@@ -148,6 +149,13 @@ class Managed:
         if self.process is not None:
             stop(self.process, first_signal=first_signal)
             self.process = None
+
+    def pause(self) -> None:
+        """SIGSTOP: the process hangs (connections open, nothing read or answered) until `resume`."""
+        os.kill(self.process.pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        os.kill(self.process.pid, signal.SIGCONT)
 
 
 @dataclass

@@ -13,6 +13,7 @@ import json
 import logging
 import math
 import re
+from datetime import UTC, datetime
 from typing import Any
 
 from flask import Flask, current_app, request
@@ -20,6 +21,7 @@ from flask_restx import Api, Model, fields
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from ..model import (
+    NAME_PATTERN,
     AlreadyExists,
     Expected,
     InvalidInput,
@@ -61,6 +63,9 @@ def nullable(field: fields.Raw) -> fields.Raw:
     field.schema = nullable_schema
     return field
 
+
+# The {name} of the routes under /edsservice, as documented.
+NAME_PARAM = {"description": "service name: 1-128 characters of A-Z a-z 0-9 . _ -", "pattern": NAME_PATTERN.pattern}
 
 # Calls the token check (api/auth.py) may refuse document these.
 AUTH_RESPONSES = {
@@ -254,6 +259,11 @@ def _in(address: str, trusted: tuple[Network, ...]) -> bool:
         return False
     ip = getattr(ip, "ipv4_mapped", None) or ip  # ::ffff:10.0.0.7: an IPv4 peer, as a socket on :: sees it
     return any(ip in network for network in trusted)
+
+
+def timestamp(epoch: float) -> str:
+    """An epoch time as the API writes times: ISO-8601 UTC, to the millisecond."""
+    return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="milliseconds")
 
 
 def caller() -> str:

@@ -1,4 +1,4 @@
-"""`/edsservice`: the registry API (the classic tutorial's calls; docs/PROTOCOL.md)."""
+"""`/edsservice`: the registry API (the classic tutorial's calls; README.md#the-registry-api)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ from flask_restx import Namespace, Resource, fields
 
 from ..model import (
     HEALTH_STATUSES,
-    NAME_PATTERN,
     InvalidInput,
     NotFound,
     Problem,
@@ -34,6 +33,7 @@ from .auth import READ_SECURITY, WRITE_SECURITY
 from .common import (
     AUTH_RESPONSES,
     BODY_STOPPED,
+    NAME_PARAM,
     NOT_JSON,
     TOO_LARGE,
     caller,
@@ -42,6 +42,7 @@ from .common import (
     nullable,
     read_json,
 )
+from .propagation import WAIT_OUTCOMES, WAIT_PARAM, answer_after_wait, propagation_model, requested_wait
 from .state import app_state
 
 ns = Namespace("edsservice", description="Services and their upstream hosts", path="/edsservice")
@@ -140,18 +141,39 @@ service_input = ns.model(
         "policy": nullable(fields.Nested(policy_model)),
     },
 )
+PROPAGATION_FIELD = fields.Nested(
+    propagation_model, description="only with ?wait: whether the change reached every Envoy polling the service"
+)
 service_output = ns.inherit(
     "Service",
     service_input,
     {
         "name": fields.String(example="myservice"),
         "version": fields.String(description="the version_info Envoy gets for this service"),
+        "propagation": PROPAGATION_FIELD,
     },
 )
+NOT_PROPAGATED = {
+    "message": fields.String(required=True, description="the write was applied; which Envoys do not have it")
+}
+service_not_propagated = ns.inherit("ServiceNotPropagated", service_output, NOT_PROPAGATED)
+deleted_output = ns.model(
+    "DeletedService",
+    {
+        "name": fields.String(example="myservice"),
+        "version": fields.String(description="the version_info of no endpoints, what Envoy is sent now"),
+        "propagation": PROPAGATION_FIELD,
+    },
+)
+deleted_not_propagated = ns.inherit("DeletedServiceNotPropagated", deleted_output, NOT_PROPAGATED)
 
-NAME_DOC = "service name: 1-128 characters of A-Z a-z 0-9 . _ -"
-NAME_PARAM = {"description": NAME_DOC, "pattern": NAME_PATTERN.pattern}
+
+# The answers ?wait adds to a write's: the service, or for a deleted one its name and version.
+WAITED = {status: (description, service_not_propagated) for status, description in WAIT_OUTCOMES.items()}
+WAITED_DELETE = {status: (description, deleted_not_propagated) for status, description in WAIT_OUTCOMES.items()}
+
 IF_MATCH_DOC = {"If-Match": {"description": "ETag read earlier; 412 when the service changed since", "in": "header"}}
+WRITE_PARAMS = {**IF_MATCH_DOC, **WAIT_PARAM}
 
 
 # (method, route) -> the operation's name, as in the registry's change log and the metrics.
@@ -177,7 +199,9 @@ def measure_writes(app: Flask) -> None:
         rule = request.url_rule
         operation = WRITE_OPERATIONS.get((request.method, rule.rule if rule else None))
         if operation is not None:
-            app_state().metrics.write_answered(operation, response.status_code, g.started)
+            # With ?wait, the write's own outcome and time (api/propagation.py), not the wait's.
+            status, waited = g.get("write_status", response.status_code), g.get("waited", 0.0)
+            app_state().metrics.write_answered(operation, status, g.started + waited)
         return response
 
 
@@ -197,18 +221,29 @@ def service_url(name: str) -> str:
     return url_for("edsservice_service", name=name)
 
 
-def answer(change: Change, created: bool | None = None, location: str | None = None):
+def answer(
+    change: Change,
+    wait: float | None,
+    created: bool | None = None,
+    location: str | None = None,
+    with_body: bool = True,
+):
     """The service after a write with its ETag: 201 (and Location) when `created`
-    (by default: when the service is new), 200 otherwise, 204 when it was deleted."""
+    (by default: when the service is new), 200 otherwise, 204 when it was deleted
+    or `with_body` is False. With `wait` (the request's ?wait), once the change
+    reached every Envoy, or the wait says why not (see api/propagation.py)."""
     service = change.after
     if service is None:
-        return "", 204
-    if created is None:
-        created = change.before is None
-    body = service_body(service, change.version_after)
-    if not created:
-        return body, 200, etag(service)
-    return body, 201, {**etag(service), "Location": location or service_url(service.name)}
+        body, status, headers = None, 204, {}
+    else:
+        if created is None:
+            created = change.before is None
+        body = service_body(service, change.version_after) if with_body or wait is not None else None
+        status = 201 if created else (200 if body is not None else 204)
+        headers = {**etag(service), **({"Location": location or service_url(service.name)} if created else {})}
+    if wait is not None:
+        return answer_after_wait(change, body, status, headers, wait)
+    return body if body is not None else "", status, headers
 
 
 EXPORT_FORMATS = ("json", "yaml")
@@ -262,34 +297,38 @@ class ServiceItem(Resource):
     @ns.response(*TOO_LARGE)
     @ns.response(*NOT_JSON)
     @ns.response(*BODY_STOPPED)
-    @ns.doc("create_service", params=IF_MATCH_DOC, security=WRITE_SECURITY)
+    @ns.doc("create_service", params=WRITE_PARAMS, security=WRITE_SECURITY, responses=WAITED)
     @ns.expect(service_input, validate=False)
     @ns.response(201, "created", service_output)
     @ns.response(409, "it exists already; PUT replaces it", error_model)
     @ns.response(412, "If-Match was given: a service that does not exist matches no ETag", error_model)
     def post(self, name):
         """Create a service with its hosts."""
-        return answer(app_state().registry.create(name, read_json(), expected_state(), who=caller()))
+        wait = requested_wait()
+        return answer(app_state().registry.create(name, read_json(), expected_state(), who=caller()), wait)
 
     @ns.response(*TOO_LARGE)
     @ns.response(*NOT_JSON)
     @ns.response(*BODY_STOPPED)
-    @ns.doc("replace_service", params=IF_MATCH_DOC, security=WRITE_SECURITY)
+    @ns.doc("replace_service", params=WRITE_PARAMS, security=WRITE_SECURITY, responses=WAITED)
     @ns.expect(service_input, validate=False)
     @ns.response(200, "replaced", service_output)
     @ns.response(201, "created", service_output)
     @ns.response(412, "If-Match did not match: the service changed meanwhile", error_model)
     def put(self, name):
         """Create a service or replace its whole host list (`{"hosts": []}` empties it)."""
-        return answer(app_state().registry.replace(name, read_json(), expected_state(), who=caller()))
+        wait = requested_wait()
+        return answer(app_state().registry.replace(name, read_json(), expected_state(), who=caller()), wait)
 
-    @ns.doc("delete_service", params=IF_MATCH_DOC, security=WRITE_SECURITY)
+    @ns.doc("delete_service", params=WRITE_PARAMS, security=WRITE_SECURITY, responses=WAITED_DELETE)
     @ns.response(204, "deleted; Envoy is told the service has no endpoints")
+    @ns.response(200, "with ?wait: deleted, and every Envoy polling it has no endpoints for it now", deleted_output)
     @ns.response(404, "no such service", error_model)
     @ns.response(412, "If-Match did not match", error_model)
     def delete(self, name):
         """Remove a service."""
-        return answer(app_state().registry.delete(name, expected_state(), who=caller()))
+        wait = requested_wait()
+        return answer(app_state().registry.delete(name, expected_state(), who=caller()), wait)
 
 
 @ns.route("/<string:name>/hosts")
@@ -300,15 +339,16 @@ class HostList(Resource):
     @ns.response(*TOO_LARGE)
     @ns.response(*NOT_JSON)
     @ns.response(*BODY_STOPPED)
-    @ns.doc("upsert_host", params=IF_MATCH_DOC, security=WRITE_SECURITY)
+    @ns.doc("upsert_host", params=WRITE_PARAMS, security=WRITE_SECURITY, responses=WAITED)
     @ns.expect(host_model, validate=False)
     @ns.response(201, "host added (the service is created when absent)", service_output)
     @ns.response(200, "host refreshed or replaced (a heartbeat)", service_output)
     @ns.response(412, "If-Match did not match", error_model)
     def post(self, name):
         """Add or refresh one host, keyed by ip_address and port: a registration or a heartbeat."""
+        wait = requested_wait()
         change, host, created = app_state().registry.upsert_host(name, read_json(), expected_state(), who=caller())
-        return answer(change, created, location=f"{service_url(name)}/hosts/{host.endpoint}")
+        return answer(change, wait, created, location=f"{service_url(name)}/hosts/{host.endpoint}")
 
 
 @ns.route("/<string:name>/hosts/<string:endpoint>")
@@ -322,20 +362,22 @@ class HostItem(Resource):
     @ns.response(*TOO_LARGE)
     @ns.response(*NOT_JSON)
     @ns.response(*BODY_STOPPED)
-    @ns.doc("patch_host", params=IF_MATCH_DOC, security=WRITE_SECURITY)
+    @ns.doc("patch_host", params=WRITE_PARAMS, security=WRITE_SECURITY, responses=WAITED)
     @ns.expect(host_patch_model, validate=False)
     @ns.response(200, "changed", service_output)
     def patch(self, name, endpoint):
         """Change some fields of one host (JSON merge patch: null removes a field)."""
+        wait = requested_wait()
+        endpoint = parse_endpoint(endpoint)
         return answer(
-            app_state().registry.patch_host(
-                name, parse_endpoint(endpoint), read_json(), expected_state(), who=caller()
-            )
+            app_state().registry.patch_host(name, endpoint, read_json(), expected_state(), who=caller()), wait
         )
 
-    @ns.doc("delete_host", params=IF_MATCH_DOC, security=WRITE_SECURITY)
+    @ns.doc("delete_host", params=WRITE_PARAMS, security=WRITE_SECURITY, responses=WAITED)
     @ns.response(204, "removed; the ETag header names the service's new state")
+    @ns.response(200, "with ?wait: removed, and every Envoy polling the service has it", service_output)
     def delete(self, name, endpoint):
         """Remove one host (the service stays, with the hosts left)."""
+        wait = requested_wait()
         change = app_state().registry.delete_host(name, parse_endpoint(endpoint), expected_state(), who=caller())
-        return "", 204, etag(change.after)
+        return answer(change, wait, created=False, with_body=False)

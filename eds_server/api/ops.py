@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
 from flask import Response, request
 from flask_restx import Namespace, Resource, fields
 from prometheus_client.core import GaugeMetricFamily
@@ -11,9 +9,9 @@ from prometheus_client.core import GaugeMetricFamily
 from ..model import NAME_PATTERN, validate_name
 from ..store import StoreUnavailable
 from ..telemetry import CONTENT_TYPE
-from ..xds.clients import STUCK_AFTER_POLLS, ClientStatus
+from ..xds.clients import ClientStatus
 from .auth import READ_SECURITY
-from .common import AUTH_RESPONSES, error_model, nullable
+from .common import AUTH_RESPONSES, error_model, nullable, timestamp
 from .state import AppState, app_state
 
 ns = Namespace("ops", description="Liveness, readiness, metrics and the Envoy clients", path="/")
@@ -56,7 +54,7 @@ def _live_metrics(state: AppState):
         )
         yield GaugeMetricFamily(
             "eds_clients_stuck",
-            f"Clients still reporting an older version {STUCK_AFTER_POLLS}+ polls after being sent the current one",
+            "Clients that reported the version they had again after being sent the current one",
             value=sum(s.stuck for s in statuses),
         )
 
@@ -91,15 +89,19 @@ client_model = ns.model(
         "last_poll": fields.String(description="ISO-8601 UTC", example="2026-01-01T12:00:00.000+00:00"),
         "polls": fields.Integer(description="polls seen, by every worker"),
         "stuck": fields.Boolean(
-            description=f"it keeps reporting an older version {STUCK_AFTER_POLLS}+ polls after it was sent the "
-            "current one: REST has no NACK, this is how Envoy rejecting an update shows"
+            description="it reported the version it had again after it was sent the current one: REST has no "
+            "NACK, this is how Envoy rejecting an update shows"
+        ),
+        "subscribed": fields.Boolean(
+            description="its last sign of life (a poll arriving; a held poll, while held) is at most "
+            "subscribed_within seconds old: it counts in propagation waits"
         ),
     },
 )
 clients_model = ns.model("Clients", {"clients": fields.List(fields.Nested(client_model))})
 
 
-def client_json(status: ClientStatus) -> dict:
+def client_json(status: ClientStatus, subscribed: bool) -> dict:
     row = status.row
     return {
         "node_id": row.node_id,
@@ -111,9 +113,10 @@ def client_json(status: ClientStatus) -> dict:
         "version_held": row.version_held,
         "current_version": status.current_version,
         "in_sync": status.in_sync,
-        "last_poll": datetime.fromtimestamp(row.last_poll, UTC).isoformat(timespec="milliseconds"),
+        "last_poll": timestamp(row.last_poll),
         "polls": row.polls,
         "stuck": status.stuck,
+        "subscribed": subscribed,
     }
 
 
@@ -138,5 +141,6 @@ class ClientsRoute(Resource):
         service = request.args.get("service")
         if service is not None:
             validate_name(service)
-        statuses = app_state().core.clients.statuses(service)
-        return {"clients": [client_json(s) for s in statuses]}
+        core = app_state().core
+        statuses = core.clients.statuses(service)
+        return {"clients": [client_json(s, core.propagation.subscribed(s)) for s in statuses]}

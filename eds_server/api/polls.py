@@ -39,7 +39,7 @@ from .common import (
 from .state import AppState, app_state
 
 ns = Namespace("discovery", description="What Envoy polls (REST-JSON xDS)", path="/")
-log = logging.getLogger("eds_server.discovery")
+log = logging.getLogger("eds_server.polls")
 ns.add_model(error_model.name, error_model)
 
 JSON_HEADERS = [("Content-Type", "application/json")]
@@ -77,7 +77,7 @@ class PollRoutes:
             # gunicorn hands the app the client's socket: it lives as long as the connection.
             # (The body is not kept in a local: a held poll would keep its 77 KB.)
             poll = self.parser.parse(api, read_body(environ, self.max_body_bytes), environ.get("gunicorn.socket"))
-            # gunicorn's access log line carries the node (see logs.py).
+            # gunicorn's access log line carries the node (see serving/logs.py).
             environ["eds.node"] = poll.node_id
             answer = self.core.poll(poll, self.hold_for(environ))
             status, body = answer.status, answer.body
@@ -98,9 +98,10 @@ class PollRoutes:
         """Seconds this poll may be held: never longer than the client said it waits, minus a margin.
 
         Envoy announces its request_timeout in x-envoy-expected-rq-timeout-ms on
-        every poll, in milliseconds; a client without it (curl, a load generator)
-        is never held, and neither is one whose value is not a plain number
-        (the header is a hint: it is ignored, the poll still answered).
+        every poll, in milliseconds (docs/PROTOCOL.md#when-envoy-polls); a client
+        without it (curl, a load generator) is never held, and neither is one whose
+        value is not a plain number (the header is a hint: it is ignored, the poll
+        still answered).
         """
         announced = environ.get("HTTP_X_ENVOY_EXPECTED_RQ_TIMEOUT_MS")
         if not announced or not self.max_hold:
@@ -116,7 +117,7 @@ class PollRoutes:
 
 
 def _answer_in_flask(api: str) -> Response:
-    status, headers, body = app_state().polls.respond(api, request.environ)
+    status, headers, body = app_state().answer_poll(api, request.environ)
     return Response(body, status=int(status[:3]), headers=headers)
 
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from flask import Flask, current_app
 
@@ -12,10 +12,10 @@ from ..settings import Network, Settings
 from ..telemetry import Metrics
 from ..xds import DiscoveryCore
 
-if TYPE_CHECKING:
-    from .polls import PollRoutes
-
 EXTENSION = "eds_server"
+# (API, WSGI environ) -> (status line, headers, body): one poll answered the way
+# `PollRoutes.respond` answers it, for the routes Swagger documents.
+AnswerPoll = Callable[[str, dict], tuple[str, list[tuple[str, str]], bytes]]
 
 
 @dataclass
@@ -25,7 +25,7 @@ class AppState:
     core: DiscoveryCore
     metrics: Metrics
     trusted_proxies: tuple[Network, ...] = ()
-    polls: PollRoutes | None = None
+    answer_poll: AnswerPoll | None = None
 
     def install(self, app: Flask) -> None:
         app.extensions[EXTENSION] = self

@@ -73,8 +73,12 @@ class Host:
         """The host with its expiry deadline set from its ttl, counted from `now`."""
         return replace(self, expires_at=None if self.ttl is None else now + self.ttl)
 
-    def expired(self, now: float) -> bool:
-        return self.expires_at is not None and self.expires_at <= now
+    def expired(self, now: float, writes_refused_at: float | None = None) -> bool:
+        """Its deadline passed, and it has had a whole ttl to heartbeat in since the store last refused a
+        write (`writes_refused_at`): until then its heartbeats may have been refused, not stopped."""
+        if self.expires_at is None or self.expires_at > now:
+            return False
+        return writes_refused_at is None or writes_refused_at + (self.ttl or 0) <= now
 
     def to_dict(self) -> dict[str, Any]:
         """The API representation: what `parse_host` reads back to an equal host."""
@@ -116,8 +120,8 @@ class Host:
     @classmethod
     def from_record(cls, record: Mapping[str, Any]) -> Host:
         """The host a store kept with `to_record`. It was validated when written, and the store
-        is trusted (README, Security), so it is not validated again: a read of a 500-host
-        service costs ~1 ms instead of ~7."""
+        is trusted (README, Security), so it is not validated again: validation was most
+        of the cost of reading a large service (docs/PERFORMANCE.md#reading-stored-services)."""
         tags = record["tags"]
         ttl = record.get("ttl")
         return cls(

@@ -130,8 +130,8 @@ class Service:
                 return host
         raise NotFound(f"service {self.name!r} has no host {format_endpoint(*key)}")
 
-    def live_hosts(self, now: float) -> tuple[Host, ...]:
-        return tuple(h for h in self.hosts if not h.expired(now))
+    def live_hosts(self, now: float, writes_refused_at: float | None = None) -> tuple[Host, ...]:
+        return tuple(h for h in self.hosts if not h.expired(now, writes_refused_at))
 
     def with_hosts(self, hosts: Iterable[Host]) -> Service:
         return replace(self, hosts=checked_hosts(tuple(hosts)))
@@ -169,8 +169,8 @@ class Service:
         self.host(key)
         return replace(self, hosts=tuple(h for h in self.hosts if h.key != key))
 
-    def without_expired(self, now: float) -> Service:
-        return replace(self, hosts=self.live_hosts(now))
+    def without_expired(self, now: float, writes_refused_at: float | None = None) -> Service:
+        return replace(self, hosts=self.live_hosts(now, writes_refused_at))
 
 
 def checked_hosts(hosts: tuple[Host, ...], where: str = "hosts") -> tuple[Host, ...]:

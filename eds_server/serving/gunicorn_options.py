@@ -5,20 +5,16 @@ so these are the production defaults; the command line and environment only
 choose address, port, worker count and store.
 
 Worker class: gevent (eds_server.serving.worker.EdsWorker, gunicorn's gevent worker
-with a shutdown that suits Envoy). Measured on the project machine (2 cores,
-wrk on the same cores, the captured 77 KB Envoy poll, 2 workers, one run, the
-machine shared): a bare WSGI app answered ~5,900 polls/s under gevent, ~6,600
-under sync and ~3,500 under gthread (4 threads); on a quiet machine the bare
-app under gevent reached 8,400-11,200/s and eds-server 7,000-9,000/s
-up-to-date polls (docs/PERFORMANCE.md). sync cannot hold a poll without
-blocking its whole worker, and gthread holds one poll per thread. Long-poll
-holds every idle Envoy's poll for up to ~25 s: under gevent that is one
-greenlet each (~18 KB measured for 2,000 held polls, 1.4-5% of a core while
-nothing changes, across runs), and one write released all 2,000 in 0.3-0.4 s.
-Nothing on the poll path blocks for long: a store read is microseconds,
-writes are short transactions.
+with a shutdown that suits Envoy). Long-poll holds every idle Envoy's poll for
+up to long_poll_max_hold seconds: sync cannot hold a poll without blocking its
+whole worker, and gthread holds one poll per thread, while under gevent a held
+poll is one greenlet, a little memory and no CPU while nothing changes. gevent
+answers polls about as fast as sync and faster than gthread, and one write
+releases thousands of held polls at once (the figures, and how they were
+measured: docs/PERFORMANCE.md#gunicorn-worker-class). Nothing on the poll path
+blocks for long: a store read is microseconds, writes are short transactions.
 
-Workers: 2 by default, one per core of the machine this was measured on; every
+Workers: 2 by default, one per core of the machine the figures come from; every
 worker holds its own share of the Envoys' connections.
 """
 

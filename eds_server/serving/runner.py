@@ -12,7 +12,7 @@ from gunicorn.app.base import BaseApplication
 from ..api.auth import writes_open_warning
 from ..api.state import app_state
 from ..app import create_app, registry_for
-from ..settings import Settings
+from ..settings import Settings, store_options
 from ..store import Store, open_store
 from ..telemetry.metrics import FLUSH_INTERVAL as METRICS_FLUSH_INTERVAL
 from ..telemetry.metrics import enable_multiprocess, worker_gone
@@ -20,6 +20,7 @@ from ..xds import version_of
 from . import logs
 from .background import Periodic, ttl_sweeper
 from .gunicorn_options import gunicorn_options
+from .preflight import check_can_start
 from .worker import closing_when_asked
 
 log = logging.getLogger("eds_server")
@@ -52,7 +53,13 @@ class Server(BaseApplication):
         state = app_state(worker.wsgi)
         worker.background = [
             ttl_sweeper(state.registry, self.settings.sweep_interval).start(),
-            Periodic("eds-clients-flush", self.settings.clients_flush_interval, state.core.clients.flush).start(),
+            # Early after news (a node reporting another version, or rejecting one): what waits wait for.
+            Periodic(
+                "eds-clients-flush",
+                self.settings.clients_flush_interval,
+                state.core.clients.flush,
+                wake=state.core.clients.news,
+            ).start(),
             Periodic("eds-metrics-flush", METRICS_FLUSH_INTERVAL, state.metrics.flush).start(),
         ]
 
@@ -89,20 +96,22 @@ def start_up(settings: Settings, store: Store) -> None:
 
 
 def serve(settings: Settings) -> None:
+    check_can_start(settings)
     # The start-up's lines look like the workers' (whose Flask app finds a
     # handler already there and adds none of its own).
     logs.configure(settings.log_level, settings.log_format)
-    warning = writes_open_warning(settings)
-    if warning:
-        for line in ("!" * 78, warning, "!" * 78):  # a log line holds no newline (logs.py)
-            log.warning("%s", line)
-    store = open_store(settings.store, version_of)
+    store = open_store(settings.store, version_of, **store_options(settings))
     try:
         start_up(settings, store)
     finally:
         # Connections must not cross the fork; the workers inherit the store
         # object (a memory:// store with its contents) and reconnect on first use.
         store.close()
+    # Only a server that does start warns (a refused start says why, in one line).
+    warning = writes_open_warning(settings)
+    if warning:
+        for line in ("!" * 78, warning, "!" * 78):  # a log line holds no newline (logs.py)
+            log.warning("%s", line)
     # Every worker writes its metric values under this server's own directory,
     # made before the workers fork so that /metrics on any of them adds up all.
     metrics_dir = tempfile.mkdtemp(prefix="eds-server-metrics-")

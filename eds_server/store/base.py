@@ -58,7 +58,7 @@ class ClientRow:
     resource_names: tuple[str, ...]
     api: str
     version_held: str | None  # the version_info of the node's latest poll
-    last_poll: float  # epoch seconds
+    last_poll: float  # epoch seconds when the node's latest poll arrived
     polls: int  # in `record_clients`: polls since the worker's previous batch; in `clients`: the total
     # Polls that still reported another version after the node had been sent
     # `sent_version`: REST has no NACK, so this is how a rejection shows. Like
@@ -66,6 +66,9 @@ class ClientRow:
     # worker add up: a node whose polls spread over workers is counted whole.
     rejected_polls: int
     sent_version: str | None = None  # the version the node was last sent
+    # A held poll is a sign of life for as long as it is held: until then at the latest (epoch
+    # seconds) while it is held, the time it was answered once it is. None: never held.
+    held_until: float | None = None
 
     @property
     def key(self) -> tuple[str, str]:
@@ -191,16 +194,18 @@ class Store(ABC):
     def clients(self) -> list[ClientRow]:
         """Every recorded row, ordered by (node_id, resource_name)."""
 
-    # -- change notification: what wakes held polls ----------------------------
+    # -- change notification: what wakes held polls and propagation waits -------
     @abstractmethod
     def wait_for_change(self, timeout: float) -> bool:
-        """Block until a write may have changed a service since this store object's previous call (True),
-        or until `timeout` seconds pass (False).
+        """Block until a write may have changed a service or the clients view since this store object's
+        previous call (True), or until `timeout` seconds pass (False).
 
         One caller per store object: the worker's hold watcher, which then
-        re-reads the versions of the services it holds polls for. Waking for a
+        re-reads the versions of the services it holds polls for, and wakes
+        the propagation waits, which re-read the clients view. Waking for a
         write that changed nothing a poll sees is allowed; sleeping through a
-        change is not, whichever worker, replica or sweeper wrote it.
+        change is not, whichever worker, replica or sweeper wrote it (a batch
+        of clients-view rows included).
         """
 
     def close(self) -> None:  # noqa: B027  (a store without connections has nothing to release)
@@ -232,19 +237,27 @@ class Store(ABC):
 
         return self._atomically(name, step)
 
+    def writes_refused_at(self) -> float | None:
+        """The last moment (clock seconds) the store refused a write, as far as the processes using it
+        noticed; None when none did. A store that never refuses one for want of itself leaves it None."""
+        return None
+
     def expire(self, now: float | None = None) -> list[Change]:
         """Remove every host whose ttl ran out; one atomic step per service.
 
         The removal is re-checked inside each step, so when several workers or
-        replicas sweep at once, each expiry is applied exactly once.
+        replicas sweep at once, each expiry is applied exactly once. A host is
+        removed only once it has had a whole ttl to heartbeat in since the store
+        last refused a write: its own heartbeats may have been among those refused.
         """
         now = self.clock() if now is None else now
+        writes_refused_at = self.writes_refused_at()
 
         def drop_expired(current: Service | None) -> Service | None:
             if current is None or current.next_expiry is None or current.next_expiry > now:
                 return current
-            return current.without_expired(now)
+            after = current.without_expired(now, writes_refused_at)
+            return current if after.hosts == current.hosts else after
 
         changes = [self.update(name, drop_expired) for name in self.due_for_expiry(now)]
         return [c for c in changes if c.before is not c.after]
-

@@ -55,7 +55,9 @@ class MemoryStore(Store):
             dropped = beyond_retention([(k, row.last_poll) for k, row in self._clients.items()], retention)
             for key in dropped:
                 del self._clients[key]
-            return len(dropped)
+            self._generation += 1
+        self._notify()
+        return len(dropped)
 
     def clients(self) -> list[ClientRow]:
         with self._lock:
@@ -75,11 +77,14 @@ class MemoryStore(Store):
             else:
                 self._services[name] = (after, version_after)
             self._generation += 1
+        self._notify()
+        return Change(name, current, after, version_before, version_after)
+
+    def _notify(self) -> None:
         changes = self._changes
         if changes is not None:
             with changes:
                 changes.notify_all()
-        return Change(name, current, after, version_before, version_after)
 
     def wait_for_change(self, timeout: float) -> bool:
         if self._changes is None:

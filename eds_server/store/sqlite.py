@@ -101,7 +101,13 @@ class SqliteStore(Store):
         super().__init__(*args, **kwargs)
         self.path = path
         directory = os.path.dirname(os.path.abspath(path))
-        os.makedirs(directory, exist_ok=True)
+        try:
+            os.makedirs(directory, exist_ok=True)
+        except OSError as error:
+            reason = "a file of that name is in the way" if isinstance(error, FileExistsError) else error.strerror
+            raise StoreUnavailable(
+                f"cannot open sqlite store {path}: cannot create its directory {directory}: {reason}"
+            ) from None
         # A pool rather than one connection per thread: under gevent "threads"
         # are greenlets, and thousands of held polls must not each keep a
         # connection. A connection serves one step at a time; steps never
@@ -124,7 +130,7 @@ class SqliteStore(Store):
             conn.executescript(SCHEMA)
         except sqlite3.Error as error:
             conn.close()
-            raise self._unavailable(error) from error
+            raise self._unavailable(error, opening=True) from error
         self._identity = conn.identity
         self._idle.append(conn)
 
@@ -142,13 +148,13 @@ class SqliteStore(Store):
                 factory=_Connection,
             )
         except sqlite3.Error as error:
-            raise self._unavailable(error, "cannot open it") from error
+            raise self._unavailable(error, opening=True) from error
         try:
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=FULL")
         except sqlite3.Error as error:
             conn.close()
-            raise self._unavailable(error, "cannot open it") from error
+            raise self._unavailable(error, opening=True) from error
         conn.identity, conn.generation = _identity(self.path), self._generation
         return conn
 
@@ -205,11 +211,12 @@ class SqliteStore(Store):
         with self._connection() as conn:
             return conn.execute(sql, args).fetchall()
 
-    def _unavailable(self, error: sqlite3.Error, doing: str = "") -> StoreUnavailable:
+    def _unavailable(self, error: sqlite3.Error, opening: bool = False) -> StoreUnavailable:
         text = str(error)
         hint = next((hint for words, hint in HINTS.items() if words in text), None)
         return StoreUnavailable(
-            f"sqlite store {self.path}: {doing + ': ' if doing else ''}{text}{f' ({hint})' if hint else ''}"
+            f"{'cannot open sqlite store' if opening else 'sqlite store'} {self.path}: {text}"
+            f"{f' ({hint})' if hint else ''}"
         )
 
     def _writable_problem(self) -> str | None:

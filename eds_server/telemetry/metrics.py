@@ -110,8 +110,9 @@ class Metrics:
         """On the hot path: noted in memory, written to the shared files by `flush`.
 
         In multiprocess mode every count and observation is a locked write to a
-        memory-mapped file: three per poll cost ~10 us in a busy worker, ~5% of
-        an up-to-date poll, where adding to this worker's tally costs well under 1 us.
+        memory-mapped file: three per poll were a share of an up-to-date poll's
+        cost that showed in its throughput, where adding to this worker's tally
+        is nearly free (docs/PERFORMANCE.md#poll-metrics).
         """
         with self._lock:
             self._unwritten.add(api, status, perf_counter() - started - held, held)

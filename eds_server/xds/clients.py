@@ -1,20 +1,29 @@
-"""The clients view: which Envoy nodes poll, the version each holds, and which are stuck.
+"""The clients view: which Envoy nodes poll, the version each holds, and which rejected the current one.
 
-REST has no NACK: an Envoy that rejected an answer just keeps polling with
-the version it had. Each worker notes, per node, the version it last sent;
-a poll that reports another one after that is a rejected poll. The rejected
-polls of every worker add up per version sent, and after `STUCK_AFTER_POLLS`
-of them the node shows as stuck, whichever workers its polls reached.
+REST has no NACK (docs/PROTOCOL.md#no-nack-over-rest): an Envoy that
+rejected an answer just keeps polling with the version it had. Each worker
+notes, per node, the version it last sent and the version the node reported
+in the poll answered with it. A later poll that still reports that same
+version rejected what was sent; one that reports a third version took it
+from another worker or replica (after a rollback, say) and says nothing
+about this worker's answer. The rejected polls of every worker add up per
+version sent, and a node that rejected the current version shows as stuck,
+whichever workers its polls reached.
 
-A poll only touches this worker's memory. The rows reach the store in one
-batch per `flush` (every second or so, from a background thread), where the
-batches of every worker and replica add up.
+A poll is noted twice, both times in this worker's memory only: when it
+arrives (what the node holds, whether it rejected, and a sign of life that
+lasts as long as the poll is held: a long-polling Envoy says nothing more
+until its held poll is answered, up to 25 s later) and when it is answered
+(what it was sent). The rows reach the store in one batch per `flush`, every
+second or so from a background thread, and sooner after news (a node
+reporting another version than before, or rejecting one: what a propagation
+wait waits for, see `news`); the batches of every worker and replica add up.
 
 Polls need no credentials, so what they may put here is bounded: each value
 by the request reader (xds/request.py), the rows by `ClientsLimits`, in the
-store (the least recently polled go first) and in this worker's memory
-between two flushes (there too, what polled least recently goes first).
-Reaching a bound is logged once, until the view is back within its bounds.
+store and in this worker's memory between two flushes (in both, what polled
+least recently goes first). Reaching a bound is logged once, until the view
+is back within its bounds.
 """
 
 from __future__ import annotations
@@ -25,13 +34,12 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from ..store import ClientRow, Retention, Store
 from .request import DiscoveryRequest
 
 log = logging.getLogger("eds_server.clients")
-
-STUCK_AFTER_POLLS = 3
 
 
 @dataclass(frozen=True)
@@ -41,21 +49,40 @@ class ClientsLimits:
     forget_after: float = 24 * 3600
 
 
+class _Node:
+    """What this worker knows of one node polling for one set of names."""
+
+    __slots__ = ("sent", "held_when_sent", "reported", "last_poll")
+
+    def __init__(self, now: float):
+        self.sent: str | None = None  # the version this worker last sent it in a 200
+        self.held_when_sent: str | None = None  # the version_info of the poll answered with `sent`
+        self.reported: str | None = None  # the version_info of its latest poll here
+        self.last_poll = now
+
+
 class _Seen:
     """One (node, resource name) as this worker saw it since its last flush."""
 
-    __slots__ = ("request", "last_poll", "polls", "rejected_polls", "sent_version")
+    __slots__ = ("request", "last_poll", "polls", "rejected_polls", "sent_version", "held_until")
 
-    def __init__(self, sent_version: str | None):
+    def __init__(self, request: DiscoveryRequest, last_poll: float, sent_version: str | None):
+        self.request, self.last_poll = request, last_poll
         self.polls = self.rejected_polls = 0
         self.sent_version = sent_version
+        self.held_until: float | None = None
 
-    def note(self, request: DiscoveryRequest, now: float, rejected: bool, sent_version: str | None) -> None:
-        """One poll: `rejected` against the version sent before it; `sent_version` is the one sent now."""
-        self.request, self.last_poll = request, now
+    def arrived(self, request: DiscoveryRequest, now: float, rejected: bool, held_until: float | None) -> None:
+        """A poll arrived: `rejected` the version sent before it; it may be held until `held_until`."""
+        self.request, self.last_poll, self.held_until = request, now, held_until
         self.polls += 1
         self.rejected_polls += rejected
-        if sent_version != self.sent_version:
+
+    def answered(self, now: float, sent_version: str | None) -> None:
+        """That poll was answered; `sent_version` is the version the node has been sent now."""
+        if self.held_until is not None:
+            self.held_until = now
+        if sent_version != self.sent_version:  # rejections count against the version sent
             self.sent_version, self.rejected_polls = sent_version, 0
 
     def row(self, name: str) -> ClientRow:
@@ -72,7 +99,17 @@ class _Seen:
             polls=self.polls,
             rejected_polls=self.rejected_polls,
             sent_version=self.sent_version,
+            held_until=self.held_until,
         )
+
+
+class Arrival(NamedTuple):
+    """A poll as noted when it arrived, handed back with its answer."""
+
+    request: DiscoveryRequest
+    at: float
+    held_until: float | None  # the latest it may be held until; None: not to be held
+    rejects: str | None  # the version this poll rejected: sent to the node, which still reports what it had
 
 
 @dataclass(frozen=True)
@@ -86,9 +123,24 @@ class ClientStatus:
 
     @property
     def stuck(self) -> bool:
-        """It was sent the current version and kept reporting another one (not merely behind a newer write)."""
+        """It was sent the current version and reported the version it had again (not merely behind a newer write)."""
         row = self.row
-        return not self.in_sync and row.sent_version == self.current_version and row.rejected_polls >= STUCK_AFTER_POLLS
+        return not self.in_sync and row.sent_version == self.current_version and row.rejected_polls > 0
+
+    @property
+    def rejected(self) -> bool:
+        """It rejected the current version. REST has no NACK: the sign is being stuck."""
+        return self.stuck
+
+    @property
+    def rejection(self) -> str | None:
+        """Why it rejected, in its own words; REST carries none (a gRPC NACK's error_detail does)."""
+        return None
+
+    @property
+    def last_seen(self) -> float:
+        """Its last sign of life (epoch seconds): a poll arriving, or a held poll for as long as it is held."""
+        return max(self.row.last_poll, self.row.held_until or 0.0)
 
 
 class Clients:
@@ -103,45 +155,74 @@ class Clients:
         self.current_version = current_version
         self.clock = clock
         self.limits = limits
+        # Set when a poll brings what a propagation wait waits for: the flusher then goes early.
+        self.news = threading.Event()
         self._lock = threading.Lock()
-        self._pending: OrderedDict[tuple[str, str], _Seen] = OrderedDict()  # least recently polled first
+        # Both least recently polled first, and bounded to limits.max_rows.
+        self._pending: OrderedDict[tuple[str, str], _Seen] = OrderedDict()
+        self._nodes: OrderedDict[tuple[str, str, tuple[str, ...]], _Node] = OrderedDict()  # (api, node id, names)
         self._unsent: dict[tuple[str, str], ClientRow] = {}  # rows of a flush the store did not take
-        # (api, node id, names) -> [version this worker last sent in a 200, last poll], least recent first
-        self._sent: OrderedDict[tuple[str, str, tuple[str, ...]], list] = OrderedDict()
         self._left_out = 0  # rows left out for the bounds since the last flush
         self._at_bound = False  # said so in the log already
 
-    def sent_version(self, request: DiscoveryRequest) -> str | None:
-        """The version this worker last sent this node for these names, if any."""
-        sent = self._sent.get((request.api, request.node_id, request.names))
-        return sent[0] if sent else None
+    def _seen(self, key: tuple[str, str], make: Callable[[], _Seen]) -> _Seen:
+        """The pending row of `key`, made when absent; past the bound, the least recently polled row waits
+        for its node's next poll. Called with the lock held."""
+        seen = self._pending.get(key)
+        if seen is None:
+            seen = self._pending[key] = make()
+            if len(self._pending) > self.limits.max_rows:
+                self._pending.popitem(last=False)
+                self._left_out += 1
+        self._pending.move_to_end(key)
+        return seen
 
-    def saw(self, request: DiscoveryRequest, sent: str | None) -> None:
-        """Note one answered poll that was `sent` this version (None: told nothing changed); memory only."""
-        key = (request.api, request.node_id, request.names)
+    def arrived(self, request: DiscoveryRequest, hold: float = 0.0) -> Arrival:
+        """Note a poll as it arrives, one that may be held up to `hold` seconds; memory only."""
         now = self.clock()
         with self._lock:
-            node = self._sent.get(key)
+            key = (request.api, request.node_id, request.names)
+            node = self._nodes.get(key)
             if node is None or request.version_info is None:  # a node (re)starting holds nothing yet
-                node = self._sent[key] = [None, now]
-                while len(self._sent) > self.limits.max_rows:
-                    self._sent.popitem(last=False)  # forgets what the least recent node was sent
-            self._sent.move_to_end(key)
-            sent_before = node[0]
-            rejected = sent_before is not None and request.version_info != sent_before
-            node[1] = now
-            if sent is not None:
-                node[0] = sent
+                node = self._nodes[key] = _Node(now)
+                while len(self._nodes) > self.limits.max_rows:
+                    self._nodes.popitem(last=False)  # forgets what the least recent node was sent
+                news = True
+            else:
+                news = request.version_info != node.reported
+            self._nodes.move_to_end(key)
+            # It still reports the version it had when it was sent another one.
+            rejected = node.sent not in (None, request.version_info) and request.version_info == node.held_when_sent
+            rejects = node.sent if rejected else None
+            node.reported, node.last_poll = request.version_info, now
+            held_until = now + hold if hold > 0 else None
             for name in request.names:
-                key = (request.node_id, name)
-                seen = self._pending.get(key)
-                if seen is None:
-                    seen = self._pending[key] = _Seen(sent_before)
-                    if len(self._pending) > self.limits.max_rows:
-                        self._pending.popitem(last=False)  # what polled least recently waits for its next poll
-                        self._left_out += 1
-                self._pending.move_to_end(key)
-                seen.note(request, now, rejected, node[0])
+                seen = self._seen((request.node_id, name), lambda: _Seen(request, now, node.sent))
+                seen.arrived(request, now, rejects is not None, held_until)
+        if news or rejects is not None:
+            self.news.set()
+        return Arrival(request, now, held_until, rejects)
+
+    def answered(self, arrival: Arrival, sent: str | None) -> None:
+        """Note the answer to an arrived poll: it was `sent` this version (None: told nothing changed)."""
+        if sent is None and arrival.held_until is None:  # nothing new sent, no hold to end: nothing to note
+            return
+        request = arrival.request
+        now = self.clock()
+        with self._lock:
+            node = self._nodes.get((request.api, request.node_id, request.names))
+            if node is None:  # forgot meanwhile (a flush of old nodes, the bound): as good as new
+                node = self._nodes[(request.api, request.node_id, request.names)] = _Node(now)
+            sent_before = node.sent
+            if sent is not None:
+                node.sent, node.held_when_sent = sent, request.version_info
+            for name in request.names:
+                fresh = (request.node_id, name) not in self._pending  # its arrival went out with the last flush
+                seen = self._seen((request.node_id, name), lambda: _Seen(request, arrival.at, sent_before))
+                if fresh:
+                    seen.held_until = arrival.held_until
+                if seen.last_poll == arrival.at:  # not a later poll of the same node id, answered first
+                    seen.answered(now, node.sent)
 
     def flush(self) -> None:
         """Hand this worker's rows to the store in one batch; kept for the next try if that fails."""
@@ -151,8 +232,8 @@ class Clients:
             pending, self._pending = self._pending, OrderedDict()
             rows, self._unsent = self._unsent, {}
             left_out, self._left_out = self._left_out, 0
-            while self._sent and next(iter(self._sent.values()))[1] < retention.forget_before:
-                self._sent.popitem(last=False)
+            for key in [k for k, node in self._nodes.items() if node.last_poll < retention.forget_before]:
+                del self._nodes[key]
         for (_, name), seen in pending.items():
             row = seen.row(name)
             rows[row.key] = row.merged_into(rows.get(row.key))

@@ -4,8 +4,9 @@ A transport reads a request (xds/request.py for REST), hands it here, and
 writes what comes back. The core owns the rest: the current version of each
 service (one store read per name), the rendered answer (rendered once per
 API, names and version, then served from memory), holding a request until
-its services change (xds/holds.py), and the per-node bookkeeping of what
-each node was sent and what it holds (xds/clients.py, the clients view).
+its services change (xds/holds.py), the per-node bookkeeping of what each
+node was sent and what it holds (xds/clients.py, the clients view), and
+waiting until every node holds a version (xds/propagation.py).
 It knows nothing of HTTP.
 """
 
@@ -22,6 +23,7 @@ from functools import lru_cache
 from ..store import Store
 from .clients import Clients, ClientsLimits
 from .holds import Holds
+from .propagation import Propagations
 from .render import assignment, combined_version, discovery_response, version_of
 from .request import DiscoveryRequest
 
@@ -47,6 +49,7 @@ class DiscoveryCore:
         store: Store,
         cache_size: int = 20000,
         on_held_count: Callable[[int], None] | None = None,
+        subscribed_within: float = 10.0,
         clients_limits: ClientsLimits | None = None,
     ):
         self.store = store
@@ -58,34 +61,37 @@ class DiscoveryCore:
         self._lock = threading.Lock()
         self.holds = Holds(store, self.current_version, *([on_held_count] if on_held_count else []))
         self.clients = Clients(store, self.current_version, clock=store.clock, limits=clients_limits or ClientsLimits())
+        self.propagation = Propagations(self.clients, self.holds, self.current_version, subscribed_within)
 
     def current_version(self, names: tuple[str, ...]) -> str:
         return combined_version(self.store.version(n) or empty_version(n) for n in names)
 
     def poll(self, request: DiscoveryRequest, hold: float = 0.0) -> Answer:
-        """A REST poll: answered (held up to `hold` seconds when nothing is new), and noted in the clients view."""
-        answer = self._answer(request, hold, self.clients.sent_version(request))
-        self.clients.saw(request, answer.version if answer.status == 200 else None)
+        """A REST poll: answered (held up to `hold` seconds when nothing is new), and noted in the clients view
+        both when it arrives (what the node holds) and when it is answered (what it was sent)."""
+        arrival = self.clients.arrived(request, hold)
+        answer = self._answer(request, hold, arrival.rejects)
+        self.clients.answered(arrival, answer.version if answer.status == 200 else None)
         return answer
 
-    def _answer(self, request: DiscoveryRequest, hold: float, sent_version: str | None) -> Answer:
+    def _answer(self, request: DiscoveryRequest, hold: float, rejects: str | None) -> Answer:
         """With `hold` > 0, a request with nothing new is held up to that many seconds.
 
         Held: a poll that holds the current version (it would get 304), and a
-        poll from a node that was already sent the current version but still
-        reports another (it rejected it: answering at once would have it poll
-        again at once, in a tight loop). Either is answered as soon as the
+        poll from a node that rejected the current version (`rejects`: sent it,
+        the node still reports what it had; answering at once would have it
+        poll again at once, in a tight loop). Either is answered as soon as the
         version changes, else when the hold ends (304, or the current version
         re-sent to the node that rejected it).
         """
         version = self.current_version(request.names)
         held = 0.0
-        if hold > 0 and request.version_info is not None and version in (request.version_info, sent_version):
+        if hold > 0 and request.version_info is not None and version in (request.version_info, rejects):
             started = time.monotonic()
             self.holds.wait(request.names, version, hold)
             held = time.monotonic() - started
             version = self.current_version(request.names)
-        # Never 304 a poll without version_info: Envoy holds nothing yet.
+        # Never 304 a poll without version_info: Envoy holds nothing yet (docs/PROTOCOL.md#what-envoy-keeps).
         if request.version_info is not None and request.version_info == version:
             return Answer(304, b"", version, held)
         key = (request.api, request.names)

@@ -3,15 +3,18 @@
 Each worker has one `Holds`: held polls register here and sleep, and one
 watcher thread (a greenlet under gevent) waits on the store's change
 notification and wakes every poll whose services' version moved, whichever
-worker, replica or TTL sweep made the change. The watcher runs only while
-polls are held.
+worker, replica or TTL sweep made the change. Propagation waits listen to the
+same notification (`listening`): they are woken by every change, a batch of
+clients-view rows included, and read the clients view again. The watcher
+runs only while polls are held or waits listen.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 from ..store import Store
 
@@ -34,6 +37,7 @@ class Holds:
         self._lock = threading.Lock()
         # names -> {wake-up event: the version the poll waits to see change}
         self._waiting: dict[tuple[str, ...], dict[threading.Event, str]] = {}
+        self._listeners: set[threading.Event] = set()  # one per propagation wait: woken by any change
         self._watching = False
         self._stopping = False
 
@@ -44,9 +48,7 @@ class Holds:
             if self._stopping:
                 return
             self._waiting.setdefault(names, {})[wake] = version
-            if not self._watching:
-                self._watching = True
-                threading.Thread(target=self._watch, name="eds-hold-watcher", daemon=True).start()
+            self._watch_while_needed()
         self.on_count(1)
         try:
             # A write may have landed between the caller's read and the registration.
@@ -60,13 +62,41 @@ class Holds:
                 if not waiters:
                     del self._waiting[names]
 
+    @contextmanager
+    def listening(self) -> Iterator[Callable[[float], bool]]:
+        """For a propagation wait: inside, `changed(seconds)` returns once the store signalled a change
+        since its previous call (or since entering), or after `seconds`; it returns False at once,
+        ever after, when the worker stops (the wait must then answer with what it knows)."""
+        wake = threading.Event()
+        with self._lock:
+            self._listeners.add(wake)
+            self._watch_while_needed()
+
+        def changed(seconds: float) -> bool:
+            if not self._stopping:
+                wake.wait(seconds)
+                wake.clear()
+            return not self._stopping
+
+        try:
+            yield changed
+        finally:
+            with self._lock:
+                self._listeners.discard(wake)
+
     def stop(self) -> None:
         """The worker stops: every held poll is answered now, and none is held from here on."""
         with self._lock:
             self._stopping = True
-            wakes = [wake for waiters in self._waiting.values() for wake in waiters]
+            wakes = [wake for waiters in self._waiting.values() for wake in waiters] + list(self._listeners)
         for wake in wakes:
             wake.set()
+
+    def _watch_while_needed(self) -> None:
+        """Start the watcher unless it runs; called under the lock."""
+        if not self._watching:
+            self._watching = True
+            threading.Thread(target=self._watch, name="eds-hold-watcher", daemon=True).start()
 
     def _watch(self) -> None:
         while True:
@@ -77,11 +107,14 @@ class Holds:
                 threading.Event().wait(WATCH_TIMEOUT)
                 changed = True
             with self._lock:
-                if not self._waiting or self._stopping:
+                if not (self._waiting or self._listeners) or self._stopping:
                     self._watching = False
                     return
                 held = [(names, list(waiters.items())) for names, waiters in self._waiting.items()]
+                listeners = list(self._listeners)
             if changed:
+                for wake in listeners:
+                    wake.set()
                 self._release_changed(held)
 
     def _release_changed(self, held) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
+import re
 from collections import defaultdict
 from collections.abc import Iterable
 from typing import Any
@@ -20,6 +21,8 @@ from ..model import Host, Service
 from .resources import TYPE_URLS
 
 VERSION_LENGTH = 16
+# What every version looks like: the first VERSION_LENGTH hex digits of a SHA-256.
+VERSION_PATTERN = re.compile(f"^[0-9a-f]{{{VERSION_LENGTH}}}$")
 
 
 def _host_order(host: Host) -> tuple[int, int, int]:
@@ -52,7 +55,8 @@ def lb_endpoint(host: Host) -> dict[str, Any]:
 
 
 def assignment(name: str, service: Service | None) -> dict[str, Any]:
-    """The ClusterLoadAssignment for `name`; no service renders as one with no endpoints."""
+    """The ClusterLoadAssignment for `name`; no service renders as one with no endpoints
+    (an empty resource list would make Envoy keep its old ones: docs/PROTOCOL.md#what-envoy-keeps)."""
     groups: dict[tuple[int, tuple[str, str, str]], list[Host]] = defaultdict(list)
     for host in service.hosts if service else ():
         groups[(host.priority, host.locality)].append(host)

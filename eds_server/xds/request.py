@@ -110,7 +110,8 @@ class _Parsers:
     """simdjson parsers kept for reuse.
 
     A fresh parser allocates buffers several times the document's size on every
-    poll; in a gunicorn worker that cost ~10x the parse itself. A parser must
+    poll; in a gunicorn worker that cost many times the parse itself
+    (docs/PERFORMANCE.md#reading-the-poll-body). A parser must
     not parse again while proxies into its last document live, so each call
     takes one from here and gives it back only once its proxies are gone.
     """
@@ -165,8 +166,9 @@ def parse_request(api: str, body: bytes) -> DiscoveryRequest:
 
     simdjson checks the whole body (structure, UTF-8, nesting depth) and hands
     back lazy proxies: only the few fields read below become Python objects,
-    never the node's ~500 extensions. On Envoy's 77 KB poll that is ~25 us,
-    against ~120 us for orjson.loads and ~250 us for json.loads (docs/PERFORMANCE.md).
+    never the node's ~500 extensions. On Envoy's 77 KB poll that is several times
+    cheaper than orjson.loads, let alone json.loads (each bench run measures the
+    three: docs/PERFORMANCE.md#where-a-polls-time-goes-in-process-microseconds-per-call).
     """
     parser = _parsers.take()
     try:
@@ -226,14 +228,15 @@ class ParsedPerConnection:
     """`parse_request`, skipped when a connection sends the very body it sent last.
 
     Envoy re-sends a byte-identical body on every poll until its version
-    changes, and validating its 77 KB again costs ~30 us in-process (twice that
-    in a busy worker). A 128-bit xxh3 digest of the body costs ~3 us. Only the
+    changes (docs/PROTOCOL.md#what-envoy-sends), and a 128-bit xxh3 digest of
+    its 77 KB costs far less than validating them again
+    (docs/PERFORMANCE.md#reading-the-poll-body). Only the
     connection's own previous body is compared, so even a contrived collision
     could only answer the poll sent last on that connection (behind a pooling
     proxy, maybe another client's: one it could have sent itself, as polls
     carry no credentials); any other body is parsed in full, and a malformed
-    one still gets its 400. An entry goes with its connection (weak keys):
-    ~200 bytes per open connection.
+    one still gets its 400. An entry goes with its connection (weak keys): one
+    digest and one small request per open connection.
     """
 
     def __init__(self) -> None:

@@ -1,4 +1,4 @@
-"""Who may write and read (SPEC section 7): bearer tokens, a JSON content type for writes, and who a writer is."""
+"""Who may write and read (README.md#security): bearer tokens, a JSON content type for writes, and who a writer is."""
 
 import logging
 import os

@@ -1,4 +1,4 @@
-"""The registry API of SPEC section 3: every call, every refusal, and that a refusal changes nothing."""
+"""The registry API (README.md#the-registry-api): every call, every refusal, and that a refusal changes nothing."""
 
 import json
 import logging

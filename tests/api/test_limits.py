@@ -1,4 +1,4 @@
-"""Input bounds (SPEC section 7): sizes and counts are limited, with a 413/400 a person can act on."""
+"""Input bounds (README.md#security): sizes and counts are limited, with a 413/400 a person can act on."""
 
 import json
 

@@ -1,5 +1,6 @@
 """Held polls (long-poll): held while nothing changed, released by any change, never past the client's timeout."""
 
+from eds_server.api.state import app_state
 from scripts.processes import wait_until
 from tests.helpers.held_polls import Background, held_now, poll, register
 
@@ -14,6 +15,26 @@ def test_a_poll_holding_the_current_version_waits_for_the_change(app):
     assert answer.status_code == 200 and answer.get_json()["version_info"] == new
     assert held_now(writer) == 0
 
+
+
+def test_a_write_between_the_version_read_and_the_hold_releases_the_poll_at_once(app, monkeypatch):
+    # The lost wake-up: the poll read the version, then a write lands before its hold is registered
+    # with the watcher (which starts only then and sees no change after it). The write is made
+    # exactly there, every time, by the hold itself.
+    client = app.test_client()
+    state = app_state(app)
+    version = register(client, 8001)
+    register_the_hold = state.core.holds.wait
+    written = []
+
+    def write_first_then_hold(names, held_version, seconds):
+        written.append(state.registry.replace("web", {"hosts": [{"ip_address": "10.0.0.1", "port": 8002}]}))
+        return register_the_hold(names, held_version, seconds)
+
+    monkeypatch.setattr(state.core.holds, "wait", write_first_then_hold)
+    # Held up to 25 s (Envoy's 30 s minus the margin, capped); answered long before that, or not at all.
+    answer = Background(lambda: poll(client, version)).result(within=10)
+    assert answer.status_code == 200 and answer.get_json()["version_info"] == written[0].version_after
 
 def test_without_the_envoy_timeout_header_a_poll_is_never_held(client):
     version = register(client, 8001)

@@ -47,8 +47,8 @@ def test_clients_view_shows_each_node_and_which_one_is_stuck(client):
     client.put("/edsservice/web", json={"hosts": [{"ip_address": "10.0.0.1", "port": 80}]})
     first = client.post("/v3/discovery:endpoints", json=poll_body("good")).get_json()["version_info"]
     client.post("/v3/discovery:endpoints", json=poll_body("good", version=first))
-    # "bad" was sent the current version and keeps reporting an older one: what a rejection looks like in REST.
-    client.post("/v3/discovery:endpoints", json=poll_body("bad"))
+    # "bad" held an older version, was sent the current one and keeps reporting the older one: what a
+    # rejection looks like in REST.
     for _ in range(3):
         client.post("/v3/discovery:endpoints", json=poll_body("bad", version="an-old-version"))
 
@@ -66,10 +66,11 @@ def test_clients_view_shows_each_node_and_which_one_is_stuck(client):
         "last_poll": rows["good"]["last_poll"],
         "polls": 2,
         "stuck": False,
+        "subscribed": True,
     }
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}\+00:00", rows["good"]["last_poll"])
     assert rows["bad"]["version_held"] == "an-old-version"
-    assert (rows["bad"]["in_sync"], rows["bad"]["stuck"], rows["bad"]["polls"]) == (False, True, 4)
+    assert (rows["bad"]["in_sync"], rows["bad"]["stuck"], rows["bad"]["polls"]) == (False, True, 3)
 
     # A new version is not yet sent to "bad": it is out of sync, but no longer stuck on the one it refused.
     client.post("/edsservice/web/hosts", json={"ip_address": "10.0.0.2", "port": 80})
@@ -82,9 +83,9 @@ def test_clients_view_shows_each_node_and_which_one_is_stuck(client):
 
 def test_a_node_that_accepts_after_a_rejection_is_no_longer_stuck(client):
     client.put("/edsservice/web", json={"hosts": [{"ip_address": "10.0.0.1", "port": 80}]})
-    current = client.post("/v3/discovery:endpoints", json=poll_body()).get_json()["version_info"]
-    for _ in range(4):
-        client.post("/v3/discovery:endpoints", json=poll_body(version="old"))
+    current = client.post("/v3/discovery:endpoints", json=poll_body(version="old")).get_json()["version_info"]
+    assert client.get("/clients").get_json()["clients"][0]["stuck"] is False  # sent it, no answer yet
+    client.post("/v3/discovery:endpoints", json=poll_body(version="old"))
     assert client.get("/clients").get_json()["clients"][0]["stuck"] is True
     client.post("/v3/discovery:endpoints", json=poll_body(version=current))
     [row] = client.get("/clients").get_json()["clients"]
@@ -102,19 +103,19 @@ def test_a_rejecting_node_is_stuck_whichever_worker_each_poll_reaches(tmp_path):
         app_state(workers[index % 2]).core.clients.flush()
         [row] = clients[(index + 1) % 2].get("/clients").get_json()["clients"]
         stuck.append(row["stuck"])
-    # Each worker first sends the current version (no rejection yet); the next three polls reject it.
-    assert stuck == [False] * 4 + [True] * 4
+    # Each worker first sends the current version (no rejection yet); every later poll rejects it.
+    assert stuck == [False] * 2 + [True] * 6
     assert row["polls"] == 8
     for worker in workers:
         app_state(worker).registry.store.close()
 
 
 def test_a_flush_the_store_refuses_is_sent_whole_with_the_next(client, monkeypatch):
-    services = app_state(client.application)
+    state = app_state(client.application)
     client.put("/edsservice/web", json={"hosts": [{"ip_address": "10.0.0.1", "port": 80}]})
-    client.post("/v3/discovery:endpoints", json=poll_body("bad"))
-    client.post("/v3/discovery:endpoints", json=poll_body("bad", version="an-old-version"))
-    store = services.registry.store
+    for _ in range(2):
+        client.post("/v3/discovery:endpoints", json=poll_body("bad", version="an-old-version"))
+    store = state.registry.store
     record_clients = store.record_clients
 
     def unavailable(rows, retention):
@@ -122,7 +123,7 @@ def test_a_flush_the_store_refuses_is_sent_whole_with_the_next(client, monkeypat
 
     monkeypatch.setattr(store, "record_clients", unavailable)
     with pytest.raises(StoreUnavailable):
-        services.core.clients.flush()
+        state.core.clients.flush()
     monkeypatch.setattr(store, "record_clients", record_clients)
     for _ in range(2):
         client.post("/v3/discovery:endpoints", json=poll_body("bad", version="an-old-version"))

@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import copy
 import json
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import requests
@@ -78,6 +81,29 @@ def stick(url: str, name: str, node_id: str, old_version: str, cluster: str = "e
             return polls
         time.sleep(0.1)
     raise AssertionError(f"{node_id} did not show as stuck on {name} after {polls} polls with {old_version}")
+
+
+@contextmanager
+def polling(url: str, name: str, node_id: str, rejecting: str | None = None, within: float = 60) -> Iterator[None]:
+    """An Envoy polling `name` every 0.1 s in the background while inside (bounded by `within` seconds):
+    it takes what it is sent or, given `rejecting` (a version it holds), keeps asking with that one."""
+    done = threading.Event()
+
+    def run() -> None:
+        held, deadline = rejecting, time.monotonic() + within
+        while not done.is_set() and time.monotonic() < deadline:
+            sent = poll(url, name, node_id, held)
+            if sent is not None and rejecting is None:
+                held = sent
+            done.wait(0.1)
+
+    thread = threading.Thread(target=run, name=f"envoy {node_id}", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        done.set()
+        thread.join(10)
 
 
 def health_by_endpoint(answer: dict) -> dict[str, str]:

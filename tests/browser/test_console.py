@@ -9,7 +9,7 @@ from playwright.sync_api import expect
 
 from tests.helpers.listing import registry_listing
 
-from .scenario import ask, follow, health_by_endpoint, poll, put_service, stick
+from .scenario import ask, follow, health_by_endpoint, poll, polling, put_service, stick
 
 WEB_HOSTS = [
     {
@@ -119,6 +119,47 @@ def test_a_stuck_envoy_appears_highlighted_without_reloading(console):
     expect(page.get_by_role("region", name="web", exact=True)).to_contain_text("1 Envoy is stuck")
     expect(page.locator(".tile", has_text="Stuck Envoys")).to_contain_text("1")
     assert console.accessibility_violations() == ""
+
+
+def test_each_service_says_how_many_of_its_envoys_have_its_version(console_for):
+    console = console_for(env={"EDS_SUBSCRIBED_WITHIN": "3"})  # seconds without a sign of life: stopped polling
+    version = put_service(console.url, "web", WEB_HOSTS)["version"]
+    follow(console.url, "web", "edge-gone")  # and never polls again
+    with polling(console.url, "web", "edge-1"), polling(console.url, "web", "edge-2"):
+        page = console.open().page
+        web = page.get_by_role("region", name="web", exact=True)
+        expect(web.locator(".service-head")).to_contain_text("2 of 2 Envoys have it · 1 stopped polling")
+        expect(envoy_row(page, "edge-gone")).to_contain_text("stopped polling")
+
+        with polling(console.url, "web", "edge-rejecting", rejecting=version):
+            requests.patch(f"{console.url}/edsservice/web/hosts/10.0.0.6:8002", json={"priority": 0}, timeout=5)
+            summary = web.locator(".service-head .propagation")
+            expect(summary).to_contain_text("2 of 3 Envoys have it")  # by the page's own refresh
+            expect(summary).to_have_class(re.compile(r"\bbehind\b"))
+            expect(envoy_row(page, "edge-rejecting")).to_contain_text("stuck")
+    assert console.accessibility_violations() == ""
+
+
+def test_an_action_from_the_page_says_whether_it_reached_every_envoy(console):
+    put_service(console.url, "web", WEB_HOSTS)
+    with polling(console.url, "web", "edge-1"), polling(console.url, "web", "edge-2"):
+        page = console.open().page
+        status = page.get_by_role("status")
+        expect(page.get_by_role("region", name="web", exact=True)).to_contain_text("2 of 2 Envoys have it")
+        page.get_by_role("button", name="Drain 10.0.0.5:8001", exact=True).click()
+        expect(status).to_contain_text("10.0.0.5:8001 in web is draining")
+        expect(status).to_contain_text("It has reached all 2 Envoys polling web.")
+        assert health_by_endpoint(ask(console.url, "web", "edge-3").json())["10.0.0.5:8001"] == "DRAINING"
+
+        drained = requests.get(f"{console.url}/edsservice/web", timeout=5).json()["version"]
+        with polling(console.url, "web", "edge-rejecting", rejecting=drained):
+            page.get_by_role("button", name="Undrain 10.0.0.5:8001", exact=True).click()
+            expect(status).to_contain_text("10.0.0.5:8001 in web is healthy again.")
+            expect(status).to_contain_text("It has not reached every Envoy polling web: see the message.")
+            alert = page.get_by_role("alert")
+            expect(alert).to_contain_text("An Envoy rejected the change.")
+            expect(alert).to_contain_text(f"rejected by edge-rejecting (holds {drained}")
+            assert console.accessibility_violations() == ""
 
 
 def test_api_refusals_are_shown_with_the_apis_message_and_change_nothing(console):

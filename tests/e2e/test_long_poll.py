@@ -4,8 +4,8 @@ import time
 
 import requests
 
-from scripts.envoy import EDS_CLUSTER, Envoy, local_bootstrap
-from scripts.processes import free_port, wait_until
+from scripts.envoy import start_rejecting_envoy
+from scripts.processes import wait_until
 from tests.helpers.held_polls import polls_held
 
 
@@ -71,12 +71,8 @@ def test_plain_polling_still_works_for_envoys_configured_the_old_way(eds_server,
 
 def test_an_envoy_rejecting_an_update_is_not_answered_in_a_tight_loop(tmp_path, eds_server, upstreams):
     server = eds_server(env={"EDS_LONG_POLL_MAX_HOLD": "1"})
-    # The fastest Envoy can poll; and an Envoy whose own cluster is the EDS one: it rejects any host
-    # at a priority other than 0 (an update the registry accepts, as another Envoy would take it).
-    admin, listener = free_port(), free_port()
-    bootstrap = local_bootstrap([server.port], listener, admin, refresh_delay="0.001s")
-    bootstrap["cluster_manager"] = {"local_cluster_name": EDS_CLUSTER}
-    envoy = Envoy(tmp_path, bootstrap, admin, listener).start()
+    # The fastest Envoy can poll, rejecting any host at a priority other than 0.
+    envoy = start_rejecting_envoy(tmp_path, [server.port], refresh_delay="0.001s")
     try:
         alpha = upstreams("alpha")
         requests.put(f"{server.url}/edsservice/myservice", json={"hosts": [alpha.host()]}, timeout=5)

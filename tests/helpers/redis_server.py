@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 import signal
 from dataclasses import dataclass, field
@@ -24,6 +23,8 @@ class RedisServer(Managed):
     password: str | None = None
     tls_files: dict[str, Path] | None = None  # cert, key, ca: serve TLS only
     appendfsync: str = "always"
+    # More redis-server options, such as `--replicaof HOST PORT` for a replica.
+    extra_args: list[str] = field(default_factory=list)
     process: Any = None
 
     @property
@@ -54,18 +55,12 @@ class RedisServer(Managed):
             args += ["--port", str(self.port)]
         if self.password:
             args += ["--requirepass", self.password]
+        args += self.extra_args
         self.launch(args, self.tmp / f"redis-{self.port}.log", lambda: self.client().ping(), "redis-server PING", 10)
         return self
 
     def log(self) -> str:
         return (self.tmp / f"redis-{self.port}.log").read_text()
-
-    def pause(self) -> None:
-        """SIGSTOP: a Redis that hangs (connections open, no answers) until `resume`."""
-        os.kill(self.process.pid, signal.SIGSTOP)
-
-    def resume(self) -> None:
-        os.kill(self.process.pid, signal.SIGCONT)
 
     def crash(self) -> None:
         """SIGKILL: no chance to flush anything; only what was fsynced survives."""

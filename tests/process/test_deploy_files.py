@@ -7,7 +7,6 @@ with each other and with the repository (files they name exist, ports line up).
 
 import copy
 import fnmatch
-import json
 import shutil
 import subprocess
 
@@ -18,9 +17,10 @@ from eds_server.settings import load_settings
 from scripts.envoy import EDS_CLUSTER, LOCAL_BOOTSTRAP, envoy_binary
 from scripts.processes import REPO
 
+from ..install import dockerfile
+
 COMPOSE_BOOTSTRAP = REPO / "envoy" / "envoy.yaml"
 COMPOSE_FILE = REPO / "docker-compose.yml"
-DOCKERFILE = REPO / "Dockerfile"
 
 
 def load(path):
@@ -133,7 +133,7 @@ def test_the_compose_file_mirrors_the_tutorial_with_files_that_exist():
     assert socket_address["address"] == "eds-server"
     assert set(server["networks"]) & set(envoy["networks"])
     assert published(server) == {socket_address["port_value"]: 8080}
-    assert server["build"] == "." and DOCKERFILE.is_file()
+    assert server["build"] == "." and dockerfile.DOCKERFILE.is_file()
 
     # The tutorial's upstreams on 8001 and 8002, at the fixed addresses the README registers.
     for number, port in ((1, 8001), (2, 8002)):
@@ -142,14 +142,8 @@ def test_the_compose_file_mirrors_the_tutorial_with_files_that_exist():
         assert upstream["networks"]["tutorial"]["ipv4_address"] == f"172.30.0.1{number}"
 
 
-def dockerfile_instructions() -> list[tuple[str, str]]:
-    text = DOCKERFILE.read_text().replace("\\\n", " ")
-    lines = [line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
-    return [(line.split(None, 1)[0].upper(), line.split(None, 1)[1]) for line in lines]
-
-
 def test_the_dockerfile_copies_files_that_exist_and_runs_the_server_on_the_composed_port():
-    instructions = dockerfile_instructions()
+    instructions = dockerfile.instructions()
     ignored = [line.strip() for line in (REPO / ".dockerignore").read_text().splitlines() if line.strip()]
     for _, arguments in (i for i in instructions if i[0] == "COPY"):
         *sources, _destination = arguments.split()
@@ -159,12 +153,9 @@ def test_the_dockerfile_copies_files_that_exist_and_runs_the_server_on_the_compo
 
     (base,) = [arguments for keyword, arguments in instructions if keyword == "FROM"]
     assert base.startswith("python:3.11")  # pyproject: requires-python >= 3.11
-    (install,) = [arguments for keyword, arguments in instructions if keyword == "RUN" and "pip install" in arguments]
-    assert "-r requirements.txt" in install
 
-    # CMD runs `python -m eds_server` with arguments the server accepts, on eds-server's container port.
-    (command,) = [json.loads(arguments) for keyword, arguments in instructions if keyword == "CMD"]
-    assert command[:3] == ["python", "-m", "eds_server"]
-    settings = load_settings(command[3:], environ={})
+    # CMD runs the server on eds-server's container port (how it installs and starts: tests/install/).
+    _script, *options = dockerfile.command()
+    settings = load_settings(options, environ={})
     assert (settings.host, settings.port) == ("0.0.0.0", 8080)
     assert published(load(COMPOSE_FILE)["services"]["eds-server"]) == {settings.port: 8080}

@@ -19,6 +19,7 @@ from google.protobuf import json_format
 
 from scripts.processes import REPO, start, stop, wait_until
 from tests.helpers.listing import registry_listing
+from tests.helpers.readme import readme_script
 
 V3_TYPE = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment"
 EXPIRE_LINE = re.compile(r"expire service=(\S+) hosts=(\S+) version=(\S+)->(\S+)")
@@ -267,12 +268,6 @@ def test_a_store_that_cannot_be_opened_stops_the_start_with_a_message():
     result = run_server("--store", "sqlite:////proc/eds-registry.db")
     assert result.returncode == 1
     assert "cannot start" in result.stderr and "/proc/eds-registry.db" in result.stderr
-
-
-def readme_script(marker):
-    blocks = re.findall(r"```bash\n(.*?)```", (REPO / "README.md").read_text(), re.DOTALL)
-    [block] = [b for b in blocks if marker in b]
-    return block
 
 
 def test_the_readme_heartbeat_script_registers_holds_and_deregisters_on_exit(eds_server, tmp_path):

@@ -38,7 +38,7 @@ def test_the_tutorial_as_written(server):
     post, get, put_empty, put_two, get_again = tutorial_commands()
 
     # The tutorial's first POST carries // comments, which JSON does not allow
-    # (SPEC 3): the operator is told where, instead of getting a 500.
+    # (README.md#the-classic-tutorial-against-eds-server): the operator is told where, instead of a 500.
     status, error = run(post, server.port)
     assert status == 400
     assert "line 2 column 15" in error["message"] and "//" in error["message"]

@@ -1,4 +1,5 @@
-"""The host model's rules, against hand-written cases taken from SPEC section 3 and Envoy's limits."""
+"""The host model's rules, against hand-written cases from the registry API (README.md#the-registry-api)
+and Envoy's limits (docs/PROTOCOL.md#what-envoy-accepts)."""
 
 import datetime
 

@@ -185,7 +185,8 @@ def test_every_accepted_host_renders_into_an_assignment_envoy_accepts(raw_hosts,
 
 
 def test_the_checker_finds_what_envoy_rejects():
-    """The PGV checker is not vacuous: the SPEC's examples of rejected updates break the descriptors' rules."""
+    """The PGV checker is not vacuous: updates Envoy rejects (docs/PROTOCOL.md#what-makes-envoy-reject-an-update)
+    break the descriptors' rules."""
     rejected = json_format.ParseDict(
         {
             "cluster_name": "web",
@@ -214,7 +215,7 @@ def test_the_checker_finds_what_envoy_rejects():
 
 
 def test_the_model_bounds_are_envoys_own():
-    """SPEC section 3's ranges, compared with the rules in Envoy's descriptors."""
+    """The host model's ranges, compared with the rules in Envoy's descriptors (docs/PROTOCOL.md#what-envoy-accepts)."""
     assert "lte: 65535" in constraints(address_pb2.SocketAddress.DESCRIPTOR)["port_value"]
     locality = constraints(endpoint_components_pb2.LocalityLbEndpoints.DESCRIPTOR)
     assert f"lte: {MAX_PRIORITY}" in locality["priority"]

@@ -49,6 +49,8 @@ def test_booleans_from_the_environment(word, value):
         ({"EDS_TRUSTED_PROXIES": "10.0.0.1,10.0.0.300"}, "'10.0.0.300' is not an IP address or network"),
         ({"EDS_CLIENTS_MAX_ROWS": "0"}, "at least 1"),
         ({"EDS_BODY_READ_TIMEOUT": "0"}, "more than 0 seconds"),
+        ({"EDS_SUBSCRIBED_WITHIN": "1"}, "subscribed_within 1.0: must be more than clients_flush_interval"),
+        ({"EDS_PROPAGATION_MAX_WAIT": "-1"}, "propagation_max_wait -1.0: must be 0 or more seconds"),
     ],
 )
 def test_bad_settings_say_what_is_wrong(environ, message):

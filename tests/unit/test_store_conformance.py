@@ -104,10 +104,25 @@ def test_a_heartbeat_moves_the_deadline_and_keeps_the_version(store, clock):
     store.update("svc", lambda s: s.with_host(refreshed)[0])
     assert store.version("svc") == version
     clock.advance(4)
+    assert store.due_for_expiry(clock()) == []  # the deadline before the heartbeat passed; it no longer counts
     assert store.expire() == []
     clock.advance(2)
     assert len(store.expire()) == 1
 
+
+
+def test_a_later_write_that_adds_a_ttl_host_or_shortens_a_deadline_is_expired_by_it(store, clock):
+    # A backend that indexes each service's earliest deadline must move it with every write,
+    # earlier as well as later, and set it on a service that had none.
+    put(store, "gains-a-ttl-host", host("10.0.0.1"))
+    put(store, "deadline-shortened", host("10.0.0.1", ttl=60))
+    clock.advance(1)
+    store.update("gains-a-ttl-host", lambda s: s.with_host(host("10.0.0.2", ttl=5).stamped(clock()))[0])
+    store.update("deadline-shortened", lambda s: s.with_host(host("10.0.0.1", ttl=5).stamped(clock()))[0])
+    clock.advance(5.1)
+    assert sorted(c.name for c in store.expire()) == ["deadline-shortened", "gains-a-ttl-host"]
+    assert [h.ip_address for h in store.get("gains-a-ttl-host").hosts] == ["10.0.0.1"]
+    assert store.get("deadline-shortened").hosts == ()
 
 def test_concurrent_updates_lose_nothing(store):
     put(store, "svc")
@@ -209,6 +224,20 @@ def test_wait_for_change_wakes_for_a_write_from_another_connection(store, tmp_pa
     assert store.wait_for_change(0.05) is False  # that change was reported once
     put(other, "svc", host("10.0.0.2"))  # a change between two waits is not lost
     assert store.wait_for_change(5) is True
+
+
+def test_wait_for_change_wakes_for_a_batch_of_client_rows(store):
+    """Propagation waits sleep on the change signal and read the clients view when woken."""
+    store.wait_for_change(0.05)
+    assert store.wait_for_change(0.05) is False
+    other = same_data_elsewhere(store)
+    woke = []
+    waiter = threading.Thread(target=lambda: woke.append(store.wait_for_change(5)))
+    waiter.start()
+    time.sleep(0.05)
+    other.record_clients([client_row(version_held="v1")], Retention(0))
+    waiter.join(6)
+    assert woke == [True]
 
 
 def test_count_follows_creates_and_deletes(store):

@@ -167,11 +167,18 @@ def test_tls_and_a_password_in_the_url(redis_server, tmp_path, clock):
 
 
 @pytest.mark.parametrize(
-    "url",
-    ["redis://localhost:6379/0", "redis://10.0.0.7", "rediss://:pw@redis.internal:6380/3?ssl_cert_reqs=required"],
+    ("url", "scheme"),
+    [
+        ("redis://localhost:6379/0", "redis"),
+        ("redis://10.0.0.7", "redis"),
+        ("rediss://:pw@redis.internal:6380/3?ssl_cert_reqs=required", "rediss"),
+        ("redis+sentinel://10.0.0.1:26379,10.0.0.2:26379,10.0.0.3/eds/0", "redis+sentinel"),
+        ("redis+sentinel://:pw@[::1]:26379/eds", "redis+sentinel"),
+        ("rediss+sentinel://u:pw@sentinel.internal/eds/2?sentinel_password=x&ssl_cert_reqs=none", "rediss+sentinel"),
+    ],
 )
-def test_redis_urls_accepted(url):
-    assert check_store_url(url) in ("redis", "rediss")
+def test_redis_urls_accepted(url, scheme):
+    assert check_store_url(url) == scheme
 
 
 @pytest.mark.parametrize(
@@ -182,9 +189,15 @@ def test_redis_urls_accepted(url):
         ("redis://:topsecret@host:6379/zero", "database number"),
         ("redis://:topsecret@host:6379/0?sokcet_timeout=1", "sokcet_timeout"),
         ("redis://:topsecret@host:6379/0?socket_timeout=soon", "socket_timeout"),
+        ("redis+sentinel://:topsecret@h1:26379,h2:99999/eds/0?sentinel_password=topsecret", "out of range"),
+        ("redis+sentinel://:topsecret@h1,/eds/0", "names no Sentinel host"),
+        ("redis+sentinel://:topsecret@h1/0?sentinel_password=topsecret", "/PRIMARY_NAME/DB"),
+        ("redis+sentinel://:topsecret@h1/eds/zero", "/PRIMARY_NAME/DB"),
+        ("redis+sentinel://:topsecret@h1", "/PRIMARY_NAME"),
+        ("redis+sentinel://:topsecret@h1/eds/0?sokcet_timeout=1&sentinel_password=topsecret", "sokcet_timeout"),
     ],
 )
-def test_bad_redis_urls_are_refused_without_showing_the_password(url, says):
+def test_bad_redis_urls_are_refused_without_showing_a_password(url, says):
     with pytest.raises(ValueError, match=says) as refused:
         check_store_url(url)
     assert "topsecret" not in str(refused.value)

@@ -21,7 +21,10 @@ export class ApiError extends Error {
   }
 }
 
-async function call(method, path, body) {
+// After a write from the page, how long it waits for every Envoy polling the service to have it.
+export const WAIT_SECONDS = 10;
+
+async function call(method, path, body, { outcomes = false } = {}) {
   const headers = { Accept: "application/json" };
   const bearer = token.get();
   if (bearer) headers.Authorization = `Bearer ${bearer}`;
@@ -45,7 +48,8 @@ async function call(method, path, body) {
   } catch {
     // Not JSON (a proxy's error page, say): the status line and the text are all there is.
   }
-  if (!response.ok) {
+  // A propagation answers 502 (rejected) and 504 (not yet) with its outcome: not refusals.
+  if (!response.ok && !(outcomes && data?.outcome)) {
     const message = data?.message ?? (text.trim() || response.statusText || "no message");
     throw new ApiError(response.status, message, Array.isArray(data?.errors) ? data.errors : []);
   }
@@ -62,4 +66,9 @@ export const api = {
   patchHost: (name, endpoint, patch) => call("PATCH", host(name, endpoint), patch),
   removeHost: (name, endpoint) => call("DELETE", host(name, endpoint)),
   deleteService: (name) => call("DELETE", service(name)),
+  /** Whether every Envoy polling `name` has `version` (by default the current one), waiting up to WAIT_SECONDS. */
+  propagation: (name, version) =>
+    call("GET", `${service(name)}/propagation?wait=${WAIT_SECONDS}${version ? `&version=${encodeURIComponent(version)}` : ""}`, undefined, {
+      outcomes: true,
+    }),
 };

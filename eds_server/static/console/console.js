@@ -1,12 +1,13 @@
 // The console: keeps the view current, and turns the operator's actions into API calls.
 
-import { ApiError, api, token } from "./api.js";
+import { ApiError, WAIT_SECONDS, api, token } from "./api.js";
 import { endpointOf, h, renderServices, renderSummary, structure, tick } from "./view.js";
 
 const REFRESH_SECONDS = 3;
 const $ = (id) => document.getElementById(id);
 
 const state = {
+  writes: 0, // writes made from the page: only the latest one's propagation is told
   services: [],
   clients: null,
   clientsProblem: "Loading the Envoys polling this server…",
@@ -40,6 +41,37 @@ function showError(error, what) {
     h("div", { class: "alert-text" }, lines),
     h("button", { type: "button", class: "small", dataset: { action: "dismiss" } }, "Dismiss"),
   );
+}
+
+/** A change that was applied but did not reach every Envoy: the server's own sentence, naming them. */
+function showNotReached(propagation) {
+  const title = propagation.outcome === "rejected" ? "An Envoy rejected the change. " : "The change has not reached every Envoy. ";
+  $("alert").replaceChildren(
+    h("div", { class: "alert-text" }, h("p", {}, h("strong", {}, title), `It was applied, but ${propagation.message}.`)),
+    h("button", { type: "button", class: "small", dataset: { action: "dismiss" } }, "Dismiss"),
+  );
+}
+
+/** After a write from the page: say what it did, then whether it has reached every Envoy polling the service. */
+async function sayAndFollow(text, name, version) {
+  const write = ++state.writes;
+  say(`${text} Waiting up to ${WAIT_SECONDS} s for every Envoy polling ${name} to have it…`);
+  let propagation;
+  try {
+    propagation = (await api.propagation(name, version)).data;
+  } catch (error) {
+    if (write !== state.writes) return;
+    // 404: the service is gone and no Envoy asks for it.
+    return say(error.status === 404 ? `${text} No Envoy polls ${name}.` : `${text} Whether every Envoy has it is not known: ${error.message}`);
+  }
+  if (write !== state.writes) return; // a later write from the page has its own to tell
+  const { outcome, subscribed } = propagation;
+  if (outcome !== "in_sync") {
+    showNotReached(propagation);
+    return say(`${text} It has not reached every Envoy polling ${name}: see the message.`);
+  }
+  if (!subscribed) return say(`${text} No Envoy polls ${name}.`);
+  say(`${text} It has reached ${subscribed === 1 ? "the one Envoy" : `all ${subscribed} Envoys`} polling ${name}.`);
 }
 
 function clientsProblem(error) {
@@ -142,14 +174,15 @@ function envoysOf(name) {
   return count ? ` ${count === 1 ? "1 Envoy polls" : `${count} Envoys poll`} it now.` : "";
 }
 
+// Each action answers what to say and the version it wrote (none: the current one), or null when cancelled.
 const ACTIONS = {
   async drain({ service, endpoint }) {
-    await api.patchHost(service, endpoint, { health_status: "DRAINING" });
-    return `${endpoint} in ${service} is draining: Envoys send it no new requests.`;
+    const { data } = await api.patchHost(service, endpoint, { health_status: "DRAINING" });
+    return { text: `${endpoint} in ${service} is draining: Envoys send it no new requests.`, version: data.version };
   },
   async undrain({ service, endpoint }) {
-    await api.patchHost(service, endpoint, { health_status: "HEALTHY" });
-    return `${endpoint} in ${service} is healthy again.`;
+    const { data } = await api.patchHost(service, endpoint, { health_status: "HEALTHY" });
+    return { text: `${endpoint} in ${service} is healthy again.`, version: data.version };
   },
   async "remove-host"({ service, endpoint }) {
     const ok = await confirmed({
@@ -159,7 +192,7 @@ const ACTIONS = {
     });
     if (!ok) return null;
     await api.removeHost(service, endpoint);
-    return `Removed ${endpoint} from ${service}.`;
+    return { text: `Removed ${endpoint} from ${service}.` };
   },
   async "delete-service"({ service }) {
     const hosts = state.services.find((s) => s.name === service)?.hosts.length ?? 0;
@@ -170,7 +203,7 @@ const ACTIONS = {
     });
     if (!ok) return null;
     await api.deleteService(service);
-    return `Deleted the service ${service}.`;
+    return { text: `Deleted the service ${service}.` };
   },
 };
 
@@ -201,7 +234,7 @@ async function act(button) {
     cancelled = done === null;
     if (!cancelled) {
       clearAlert();
-      say(done);
+      sayAndFollow(done.text, button.dataset.service, done.version);
     }
   } catch (error) {
     showError(error, WHAT[action](button.dataset));
@@ -260,8 +293,9 @@ async function addHost(event) {
   const body = hostBody(form);
   const endpoint = body.ip_address && body.port ? endpointOf(body) : "the host";
   try {
-    const { status } = await api.addHost(name, body);
-    say(status === 201 ? `Added ${endpoint} to ${name}.` : `Updated ${endpoint} in ${name}: it was registered already.`);
+    const { status, data } = await api.addHost(name, body);
+    const text = status === 201 ? `Added ${endpoint} to ${name}.` : `Updated ${endpoint} in ${name}: it was registered already.`;
+    sayAndFollow(text, name, data.version);
     for (const field of ["ip_address", "port", "hostname"]) form.elements[field].value = "";
     form.elements.ip_address.focus();
   } catch (error) {

@@ -252,6 +252,8 @@ function hostGroup(service, group, fetchedAt) {
 // ---- Envoys (rows of GET /clients) ----
 
 function clientState(client) {
+  if (client.subscribed === false)
+    return badge("stopped polling", "muted", "no sign of life lately: not counted among the Envoys that must have a change");
   if (client.stuck)
     return badge("stuck", "bad", "keeps asking with an older version after it was sent the current one: Envoy most likely rejected the update");
   if (client.in_sync) return badge("in sync", "good");
@@ -327,6 +329,22 @@ function envoysOf(name, state) {
 
 // ---- services ----
 
+/** "3 of 4 Envoys have it": of the Envoys polling the service now, those holding its current version. */
+function propagationOf(clients) {
+  const polling = clients.filter((client) => client.subscribed !== false);
+  const have = polling.filter((client) => client.in_sync).length;
+  const gone = clients.length - polling.length;
+  const text = polling.length
+    ? `${have} of ${polling.length} ${polling.length === 1 ? "Envoy has" : "Envoys have"} it`
+    : "no Envoy polls it";
+  return h(
+    "span",
+    { class: `propagation${have < polling.length ? " behind" : ""}`, dataset: { propagation: "" } },
+    text,
+    gone ? h("span", { class: "sub" }, ` · ${gone} stopped polling`) : null,
+  );
+}
+
 function service(service, state) {
   const titleId = idFor("service", service.name);
   const clients = state.clients?.filter((client) => client.resource_name === service.name) ?? [];
@@ -344,7 +362,7 @@ function service(service, state) {
         { class: "meta" },
         h("span", {}, "version ", h("code", {}, service.version)),
         h("span", {}, `${service.hosts.length} ${service.hosts.length === 1 ? "host" : "hosts"}`),
-        state.clients ? h("span", {}, `${clients.length} ${clients.length === 1 ? "Envoy" : "Envoys"}`) : null,
+        state.clients ? propagationOf(clients) : null,
         stuck ? badge(`${stuck} stuck`, "bad") : null,
       ),
       h(

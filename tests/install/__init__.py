@@ -1,0 +1,1 @@
+"""How a user installs eds-server, each way proved from a new empty venv; and the starts it refuses."""
