@@ -10,6 +10,7 @@ from typing import Any
 from gunicorn.app.base import BaseApplication
 
 from ..api.auth import writes_open_warning
+from ..api.common import CLOSE_CONNECTION
 from ..api.state import app_state
 from ..app import create_app, registry_for
 from ..settings import Settings, store_options
@@ -21,9 +22,30 @@ from . import logs
 from .background import Periodic, ttl_sweeper
 from .gunicorn_options import gunicorn_options
 from .preflight import check_can_start
-from .worker import closing_when_asked
 
 log = logging.getLogger("eds_server")
+
+
+def closing_when_asked(app):
+    """WSGI middleware: the connection closes after an answer whose app set environ[CLOSE_CONNECTION].
+
+    An answer that left part of a request body unread (413, 408) must close its
+    connection, or the rest would be read as the next request. gunicorn drops a
+    WSGI app's Connection header (hop-by-hop), so the app asks through the
+    environ and this tells gunicorn's response, whose start_response it is.
+    """
+
+    def wsgi(environ, start_response):
+        def start(status, headers, exc_info=None):
+            if environ.get(CLOSE_CONNECTION):
+                force_close = getattr(getattr(start_response, "__self__", None), "force_close", None)
+                if force_close is not None:
+                    force_close()
+            return start_response(status, headers, exc_info)
+
+        return app(environ, start)
+
+    return wsgi
 
 
 class Server(BaseApplication):

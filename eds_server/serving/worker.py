@@ -23,7 +23,6 @@ import gevent
 import gevent.socket
 from gunicorn.workers.ggevent import GeventWorker
 
-from ..api.common import CLOSE_CONNECTION
 from ..api.state import app_state
 
 STOP_CHECK_INTERVAL = 0.05
@@ -128,24 +127,3 @@ def _hang_up(client: socket.socket) -> None:
     finally:
         raw.close()
 
-
-def closing_when_asked(app):
-    """WSGI middleware: the connection closes after an answer whose app set environ[CLOSE_CONNECTION].
-
-    An answer that left part of a request body unread (413, 408) must close its
-    connection, or the rest would be read as the next request. gunicorn drops a
-    WSGI app's Connection header (hop-by-hop), so the app asks through the
-    environ and this tells gunicorn's response, whose start_response it is.
-    """
-
-    def wsgi(environ, start_response):
-        def start(status, headers, exc_info=None):
-            if environ.get(CLOSE_CONNECTION):
-                force_close = getattr(getattr(start_response, "__self__", None), "force_close", None)
-                if force_close is not None:
-                    force_close()
-            return start_response(status, headers, exc_info)
-
-        return app(environ, start)
-
-    return wsgi
