@@ -8,9 +8,10 @@ When the file fails (made unwritable, its disk full, deleted or replaced while
 the server runs), every operation raises StoreUnavailable naming why (a 503,
 and /readyz says so), and the store mends itself once the cause is gone:
 
-- any sqlite error drops every pooled connection, so none that went bad (one
-  that opened read-only while the file was unwritable stays read-only for
-  good) outlives it, and the next operation opens a fresh one;
+- any sqlite error drops every pooled connection, so none that went bad
+  outlives it, and the next operation opens a fresh one; a connection opened
+  while the file was unwritable (SQLite then opens it read-only, for good) is
+  never used to write;
 - a write first checks that the file is still the one it opened, writable, and
   its disk not full, and checks the file again after COMMIT: a write into a file
   that was deleted meanwhile would be lost at the next start, so it is never
@@ -82,9 +83,11 @@ Identity = tuple[int, int]  # (device, inode) of the file
 
 
 class _Connection(sqlite3.Connection):
-    """A pooled connection, with the file it opened and the pool generation it belongs to."""
+    """A pooled connection, with the file it opened, whether it could write it then (SQLite opens a file
+    it may not write read-only, and it stays so), and the pool generation it belongs to."""
 
     identity: Identity | None
+    writable: bool
     generation: int
 
 
@@ -156,15 +159,20 @@ class SqliteStore(Store):
             conn.close()
             raise self._unavailable(error, opening=True) from error
         conn.identity, conn.generation = _identity(self.path), self._generation
+        conn.writable = os.access(self.path, os.W_OK)
         return conn
 
-    def _take(self) -> _Connection:
+    def _take(self, to_write: bool = False) -> _Connection:
         if time.monotonic() >= self._identity_checked_at + IDENTITY_CHECK_INTERVAL:
             self._follow_the_file()
-        try:
-            return self._idle.pop()
-        except IndexError:
-            return self._connect()
+        while True:
+            try:
+                conn = self._idle.pop()
+            except IndexError:
+                return self._connect()
+            if conn.writable or not to_write:
+                return conn
+            conn.close()  # opened (by a read) while the file was not writable: read-only for good
 
     def _give_back(self, conn: _Connection) -> None:
         if conn.generation == self._generation:
@@ -194,8 +202,8 @@ class SqliteStore(Store):
             )
 
     @contextmanager
-    def _connection(self) -> Iterator[_Connection]:
-        conn = self._take()
+    def _connection(self, to_write: bool = False) -> Iterator[_Connection]:
+        conn = self._take(to_write)
         try:
             yield conn
         except sqlite3.Error as error:
@@ -315,7 +323,7 @@ class SqliteStore(Store):
         problem = self._writable_problem()
         if problem is not None:
             raise StoreUnavailable(f"sqlite store {self.path}: {problem}; nothing was changed")
-        with self._connection() as conn:
+        with self._connection(to_write=True) as conn:
             if conn.identity != self._identity:  # opened on a file that was replaced since
                 raise StoreUnavailable(f"sqlite store {self.path}: the database file was replaced; retry")
             conn.execute("BEGIN IMMEDIATE")
