@@ -6,6 +6,7 @@ import sys
 
 from .model import RegistryError
 from .serving import serve
+from .serving.grpc_process import PartFailed
 from .settings import SettingsError, load_settings
 from .store import StoreUnavailable
 
@@ -18,7 +19,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         serve(settings)
-    except (StoreUnavailable, RegistryError) as error:
+    except (StoreUnavailable, RegistryError, PartFailed) as error:
         # The start-up (TTL sweep, seed) could not run: better no server than one
         # that hands Envoy expired hosts or misses its seed.
         print(f"eds-server: cannot start: {error}", file=sys.stderr)

@@ -60,6 +60,15 @@ class Settings:
     # Seed data: the config file's services: key plus the seed file's,
     # {service name: {"hosts": [...], "policy": {...}}}; created at start-up when missing.
     services: dict[str, Any] = field(default_factory=dict)
+    # gRPC xDS (EDS and ADS streams) on this port, same host address, in a process of its own
+    # beside gunicorn's workers; None: no gRPC.
+    grpc_port: int | None = None
+
+    @property
+    def grpc_address(self) -> str:
+        """Where gRPC listens: the REST server's host, the gRPC port."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.grpc_port}"
 
 
 # The flags of `python -m eds_server`; every one also reads EDS_<NAME> from the environment.
@@ -75,6 +84,7 @@ CLI_FLAGS = (
     "keyfile",
     "ca_certs",
     "require_client_cert",
+    "grpc_port",
 )
 
 
@@ -167,6 +177,12 @@ def parse_args(argv: Sequence[str] | None) -> dict[str, Any]:
         default=None,
         help="mutual TLS: refuse every client without a certificate signed by --ca-certs",
     )
+    parser.add_argument(
+        "--grpc-port",
+        dest="grpc_port",
+        type=int,
+        help="also serve gRPC xDS (EDS and ADS, state of the world and delta) on this port, same host (default: none)",
+    )
     return {k: v for k, v in vars(parser.parse_args(argv)).items() if v is not None}
 
 
@@ -229,6 +245,7 @@ def validate(settings: Settings) -> None:
             "have their own registry and answer Envoy differently: use --workers 1, or a shared store "
             "(sqlite:///PATH, redis://HOST:PORT/DB)"
         )
+    _check_grpc(settings)
     if settings.log_format not in ("text", "json"):
         raise SettingsError(f"log_format {settings.log_format!r}: must be text or json")
     if settings.long_poll_max_hold < 0 or settings.long_poll_margin < 0:
@@ -244,6 +261,18 @@ def validate(settings: Settings) -> None:
     if settings.max_body_bytes < 128 * 1024:
         raise SettingsError(
             f"max_body_bytes {settings.max_body_bytes}: must be at least 131072; Envoy's polls alone are ~77 KB"
+        )
+
+
+def _check_grpc(settings: Settings) -> None:
+    if settings.grpc_port is None:
+        return
+    if not 1 <= settings.grpc_port <= 65535 or settings.grpc_port == settings.port:
+        raise SettingsError(f"grpc_port {settings.grpc_port}: must be 1-65535 and not the REST port {settings.port}")
+    if settings.store.startswith("memory:"):
+        raise SettingsError(
+            "store memory:// keeps the registry inside one process, and gRPC is served by a process of its own: "
+            "use a shared store (sqlite:///PATH, redis://HOST:PORT/DB) with grpc_port"
         )
 
 

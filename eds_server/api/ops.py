@@ -31,12 +31,16 @@ class HealthRoute(Resource):
 @ns.route("/readyz")
 class ReadyRoute(Resource):
     @ns.doc("readyz")
-    @ns.response(200, "the store answers")
-    @ns.response(503, "the store cannot be reached")
+    @ns.response(200, "the store answers, and every part of the server runs")
+    @ns.response(503, "the store cannot be reached, or a part (the gRPC process) died")
     def get(self):
-        """Ready: the registry store answers."""
+        """Ready: the registry store answers and every part of the server (the gRPC process, if any) runs."""
+        state = app_state()
+        down = state.parts_down()
+        if down:
+            return {"status": "unavailable", "parts": down}, 503
         try:
-            app_state().registry.ping()
+            state.registry.ping()
         except StoreUnavailable as error:
             return {"status": "unavailable", "store": str(error)}, 503
         return {"status": "ok"}
@@ -89,9 +93,16 @@ client_model = ns.model(
         "last_poll": fields.String(description="ISO-8601 UTC", example="2026-01-01T12:00:00.000+00:00"),
         "polls": fields.Integer(description="polls seen, by every worker"),
         "stuck": fields.Boolean(
-            description=f"it keeps reporting an older version {STUCK_AFTER_POLLS}+ polls after it was sent the "
-            "current one: REST has no NACK, this is how Envoy rejecting an update shows"
+            description=f"REST: it keeps reporting an older version {STUCK_AFTER_POLLS}+ polls after it was sent the "
+            "current one (REST has no NACK, this is how Envoy rejecting an update shows); gRPC: it NACKed the "
+            "current version"
         ),
+        "transport": fields.String(enum=["rest", "grpc"]),
+        "mode": fields.String(enum=["poll", "eds-sotw", "eds-delta", "ads-sotw", "ads-delta"]),
+        "sent_version": fields.String(description="the version it was last sent"),
+        "rejected": fields.Boolean(description="it rejected the current version (REST: stuck; gRPC: NACKed it)"),
+        "rejected_version": fields.String(description="gRPC: the version it NACKed last; null once it ACKs one"),
+        "error": fields.String(description="gRPC: Envoy's error_detail.message for the NACK of the current version"),
     },
 )
 clients_model = ns.model("Clients", {"clients": fields.List(fields.Nested(client_model))})
@@ -112,6 +123,12 @@ def client_json(status: ClientStatus) -> dict:
         "last_poll": datetime.fromtimestamp(row.last_poll, UTC).isoformat(timespec="milliseconds"),
         "polls": row.polls,
         "stuck": status.stuck,
+        "transport": row.transport,
+        "mode": row.mode,
+        "sent_version": row.sent_version,
+        "rejected": status.rejected,
+        "rejected_version": row.rejected_version,
+        "error": status.error,
     }
 
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from flask import Flask, current_app
@@ -25,6 +26,8 @@ class AppState:
     core: DiscoveryCore
     metrics: Metrics
     polls: PollRoutes | None = None
+    # Parts of the server outside this process (the gRPC process) that died: {part: why}.
+    parts_down: Callable[[], dict[str, str]] = field(default=dict)
 
     def install(self, app: Flask) -> None:
         app.extensions[EXTENSION] = self

@@ -66,6 +66,14 @@ class ClientRow:
     # worker add up: a node whose polls spread over workers is counted whole.
     rejected_polls: int
     sent_version: str | None = None  # the version the node was last sent
+    # How the node talks to us: "rest" (polls; `mode` "poll"), or "grpc" with `mode` eds-sotw,
+    # eds-delta, ads-sotw or ads-delta. gRPC has an explicit NACK: the version the node rejected
+    # last (None once it ACKs one) and Envoy's error_detail.message. Rows stored before these
+    # fields existed read as REST rows.
+    transport: str = "rest"
+    mode: str = "poll"
+    rejected_version: str | None = None
+    rejected_message: str | None = None
 
     @property
     def key(self) -> tuple[str, str]:
@@ -220,4 +228,3 @@ class Store(ABC):
 
         changes = [self.update(name, drop_expired) for name in self.due_for_expiry(now)]
         return [c for c in changes if c.before is not c.after]
-

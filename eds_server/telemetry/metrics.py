@@ -35,6 +35,8 @@ CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4
 # Polls answer in well under a millisecond; writes commit with an fsync.
 POLL_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
 HOLD_BUCKETS = (0.01, 0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0)
+# A push: rendering (cached per service version) and handing the message to grpc.
+PUSH_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1.0)
 WRITE_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 # How often a worker writes its polls' figures to the shared files (a scrape of
 # this worker writes them first; other workers' polls show up to this much later).
@@ -103,6 +105,34 @@ class Metrics:
             buckets=HOLD_BUCKETS,
             registry=self.collectors,
         )
+        # gRPC streams; `mode` is eds-sotw, eds-delta, ads-sotw or ads-delta.
+        self.grpc_streams = Gauge(
+            "eds_grpc_streams", "Open gRPC xDS streams", ["mode"], multiprocess_mode="livesum", registry=self.collectors
+        )
+        self.grpc_subscriptions = Gauge(
+            "eds_grpc_subscriptions",
+            "Open gRPC streams subscribed to each service",
+            ["service", "mode"],
+            multiprocess_mode="livesum",
+            registry=self.collectors,
+        )
+        self.grpc_pushes = Counter(
+            "eds_grpc_pushes", "Responses pushed on gRPC streams", ["mode"], registry=self.collectors
+        )
+        self.grpc_resources_pushed = Counter(
+            "eds_grpc_resources_pushed", "ClusterLoadAssignments in those responses", ["mode"], registry=self.collectors
+        )
+        self.grpc_acks = Counter("eds_grpc_acks", "Responses Envoy ACKed", ["mode"], registry=self.collectors)
+        self.grpc_nacks = Counter(
+            "eds_grpc_nacks", "Responses Envoy NACKed (rejected, with error_detail)", ["mode"], registry=self.collectors
+        )
+        self.grpc_push_seconds = Histogram(
+            "eds_grpc_push_duration_seconds",
+            "Time to build a push and hand it to the stream",
+            ["mode"],
+            buckets=PUSH_BUCKETS,
+            registry=self.collectors,
+        )
         self._lock = threading.Lock()
         self._unwritten = _PollFigures()
 
@@ -128,6 +158,29 @@ class Metrics:
 
     def held_count(self, delta: int) -> None:
         self.held.inc(delta)
+
+    def grpc_stream_opened(self, mode: str) -> None:
+        self.grpc_streams.labels(mode).inc()
+
+    def grpc_stream_closed(self, mode: str) -> None:
+        self.grpc_streams.labels(mode).dec()
+
+    def grpc_subscribed(self, mode: str, added, removed) -> None:
+        for name in added:
+            self.grpc_subscriptions.labels(name, mode).inc()
+        for name in removed:
+            self.grpc_subscriptions.labels(name, mode).dec()
+
+    def grpc_pushed(self, mode: str, resources: int, seconds: float) -> None:
+        self.grpc_pushes.labels(mode).inc()
+        self.grpc_resources_pushed.labels(mode).inc(resources)
+        self.grpc_push_seconds.labels(mode).observe(seconds)
+
+    def grpc_acked(self, mode: str) -> None:
+        self.grpc_acks.labels(mode).inc()
+
+    def grpc_nacked(self, mode: str) -> None:
+        self.grpc_nacks.labels(mode).inc()
 
     def write_answered(self, operation: str, status: int, started: float) -> None:
         self.writes.labels(operation, str(status)).inc()

@@ -1,10 +1,14 @@
-"""The clients view: which Envoy nodes poll, the version each holds, and which are stuck.
+"""The clients view: which Envoy nodes poll or stream, the version each holds, and which reject it.
 
 REST has no NACK: an Envoy that rejected an answer just keeps polling with
 the version it had. Each worker notes, per node, the version it last sent;
 a poll that reports another one after that is a rejected poll. The rejected
 polls of every worker add up per version sent, and after `STUCK_AFTER_POLLS`
 of them the node shows as stuck, whichever workers its polls reached.
+
+A gRPC stream knows more: Envoy ACKs and NACKs each response explicitly.
+Its rows come ready-made from the stream's bookkeeping (xds/streams.py) and
+go to the store the same way (`note_stream`).
 
 A poll only touches this worker's memory. The rows reach the store in one
 batch per `flush` (every second or so, from a background thread), where the
@@ -69,9 +73,25 @@ class ClientStatus:
 
     @property
     def stuck(self) -> bool:
-        """It was sent the current version and kept reporting another one (not merely behind a newer write)."""
+        """It will not take the current version. REST: it was sent it and kept reporting another one
+        (not merely behind a newer write). gRPC: it NACKed it."""
         row = self.row
+        if row.transport != "rest":
+            return self.rejected
         return not self.in_sync and row.sent_version == self.current_version and row.rejected_polls >= STUCK_AFTER_POLLS
+
+    @property
+    def rejected(self) -> bool:
+        """The node rejected the current version: inferred over REST (`stuck`), NACKed over gRPC."""
+        row = self.row
+        if row.transport == "rest":
+            return self.stuck
+        return row.rejected_version is not None and row.rejected_version == self.current_version
+
+    @property
+    def error(self) -> str | None:
+        """Envoy's own words for the rejection (gRPC's NACK carries them; REST has none)."""
+        return self.row.rejected_message if self.rejected else None
 
 
 class Clients:
@@ -91,6 +111,7 @@ class Clients:
         self._unsent: dict[tuple[str, str], ClientRow] = {}  # rows of a flush the store did not take
         # (api, node id, names) -> [version this worker last sent in a 200, last poll]
         self._sent: dict[tuple[str, str, tuple[str, ...]], list] = {}
+        self._streamed: dict[tuple[str, str], ClientRow] = {}  # gRPC streams' rows since the last flush
 
     def sent_version(self, request: DiscoveryRequest) -> str | None:
         """The version this worker last sent this node for these names, if any."""
@@ -116,12 +137,21 @@ class Clients:
                     seen = self._pending[(request.node_id, name)] = _Seen(sent_before)
                 seen.note(request, now, rejected, node[0])
 
+    def note_stream(self, rows: list[ClientRow]) -> None:
+        """Rows from a gRPC stream's bookkeeping; memory only, like a poll's."""
+        with self._lock:
+            for row in rows:
+                self._streamed[row.key] = row.merged_into(self._streamed.get(row.key))
+
     def flush(self) -> None:
         """Hand this worker's rows to the store in one batch; kept for the next try if that fails."""
         forget_before = self.clock() - self.forget_after
         with self._lock:
             pending, self._pending = self._pending, {}
             rows, self._unsent = self._unsent, {}
+            streamed, self._streamed = self._streamed, {}
+            for key, row in streamed.items():
+                rows[key] = row.merged_into(rows.get(key))
             for key in [k for k, sent in self._sent.items() if sent[1] < forget_before]:
                 del self._sent[key]
         for (_, name), seen in pending.items():

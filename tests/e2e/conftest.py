@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import requests
 
-from scripts.envoy import Envoy, Upstream, start_envoy
+from scripts.envoy import GRPC_TRANSPORTS, Envoy, Upstream, start_envoy
 from scripts.processes import EdsServer
 
 SERVICE = "myservice"  # the bootstrap's eds_cluster_config.service_name
@@ -55,10 +55,11 @@ def envoy_for(tmp_path):
     """A factory of Envoys polling the given eds-servers; each must end with update_rejected at 0."""
     started: list[Envoy] = []
 
-    def make(*servers, **options) -> Envoy:
+    def make(*servers, transport: str = "REST", **options) -> Envoy:
         # Servers that serve TLS are polled over mutual TLS with their test certificates.
         options.setdefault("eds_tls", next((s.tls for s in servers if s.tls), None))
-        envoy = start_envoy(tmp_path, [s.port for s in servers], **options)
+        ports = [s.grpc_port if transport in GRPC_TRANSPORTS else s.port for s in servers]
+        envoy = start_envoy(tmp_path, ports, transport=transport, **options)
         started.append(envoy)
         return envoy
 
