@@ -120,3 +120,18 @@ def test_envoy_keeps_routing_while_eds_server_restarts_and_holds_the_current_sta
 
     grpc_service.put(beta.host())
     answered_by(envoy, "beta")
+
+
+def test_envoy_streams_over_mutual_tls(eds_server, envoy_for, upstreams, tmp_path):
+    from scripts.pki import make_pki
+
+    pki = make_pki(tmp_path / "pki")
+    server = eds_server(grpc=True, tls=pki)
+    envoy = envoy_for(server, transport="ADS_DELTA")  # the eds_cluster gets TLS with the client certificate
+    alpha = upstreams("alpha")
+    response = requests.put(
+        f"{server.url}/edsservice/{SERVICE}", json={"hosts": [alpha.host()]}, timeout=5, **server.client_options
+    )
+    assert response.status_code == 201
+    answered_by(envoy, "alpha")
+    assert envoy.stats("cluster.eds_cluster.ssl.").get("cluster.eds_cluster.ssl.handshake", 0) >= 1
