@@ -5,12 +5,17 @@ through the shipped gRPC bootstraps; every Envoy ends with update_rejected 0
 (the envoy_for fixture checks it).
 """
 
+import copy
+
 import pytest
 import requests
 
-from scripts.envoy import GRPC_TRANSPORTS
+from eds_server.store import open_store
+from eds_server.xds import DiscoveryCore, version_of
+from scripts.envoy import GRPC_TRANSPORTS, start_envoy
 from scripts.processes import wait_until
 from tests.e2e.conftest import SERVICE, MyService
+from tests.helpers.grpc_in_process import InProcessGrpc
 
 TAGS = {"az": "us-central1-a", "canary": False, "load_balancing_weight": 50}
 
@@ -135,3 +140,47 @@ def test_envoy_streams_over_mutual_tls(eds_server, envoy_for, upstreams, tmp_pat
     assert response.status_code == 201
     answered_by(envoy, "alpha")
     assert envoy.stats("cluster.eds_cluster.ssl.").get("cluster.eds_cluster.ssl.handshake", 0) >= 1
+
+
+class InvalidWeights(DiscoveryCore):
+    """Every host with weight 0, which Envoy refuses (the registry never stores it): the test's own NACK maker.
+
+    Found while looking for an update that Envoy rejects and the registry accepts: none among port 0,
+    weight 0 or sums over uint32 per locality and priority, zone ids, metadata colliding with
+    canary (each refused by the model); 0.0.0.0, ::, multicast, broadcast and priority 128 are accepted.
+    """
+
+    def resource(self, name):
+        version, body = super().resource(name)
+        body = copy.deepcopy(body)
+        for group in body["endpoints"]:
+            for endpoint in group["lb_endpoints"]:
+                endpoint["load_balancing_weight"] = 0
+        return version, body
+
+
+def test_an_update_envoy_rejects_shows_its_nack_in_clients(eds_server, upstreams, tmp_path, transport):
+    store_url = f"sqlite:///{tmp_path}/nacks.db"
+    rest = eds_server(store=store_url)  # writes and /clients; gRPC from this test process, same store
+    store = open_store(store_url, version_of)
+    grpc_part = InProcessGrpc(store, InvalidWeights).start()
+    envoy = start_envoy(tmp_path, [grpc_part.port], transport=transport)  # not the fixture's: it will NACK
+    try:
+        alpha = upstreams("alpha")
+        MyService(rest).put(alpha.host())
+
+        def rejected():
+            grpc_part.core.clients.flush()
+            rows = grpc_rows(rest)
+            return rows and rows[0]["rejected"] and rows[0]
+
+        row = wait_until(rejected, timeout=15, what="Envoy's NACK in /clients")
+        assert "LoadBalancingWeight: value must be greater than or equal to 1" in row["error"], row["error"]
+        assert row["rejected_version"] == row["current_version"] == row["sent_version"]
+        assert row["stuck"] and not row["in_sync"]
+        assert envoy.stat("update_rejected") >= 1
+        assert envoy.host_ports() == []  # Envoy kept what it had: nothing
+    finally:
+        envoy.stop()
+        grpc_part.stop()
+        store.close()

@@ -301,3 +301,29 @@ def test_a_stream_that_never_reads_does_not_hold_up_the_others(server, channel, 
         put(server, name, *big)
         assert len(ports(assignments(healthy.receive())[name])) == 2000
     sluggish.close()
+
+
+# -- one core for both transports ------------------------------------------------
+def test_a_ttl_expiry_by_the_rest_workers_sweeper_reaches_the_stream(server, streams, name):
+    host = {"ip_address": "127.0.0.1", "port": 8001, "ttl": 1}
+    assert requests.post(f"{server.url}/edsservice/{name}/hosts", json=host, timeout=5).status_code == 201
+    stream = streams("DeltaAggregatedResources")
+    stream.send(node=NODE, resource_names_subscribe=[name])
+    assert ports(assignments(stream.receive())[name]) == [8001]
+    expired = stream.receive(timeout=10)  # nobody writes: the sweeper removes the host
+    assert ports(assignments(expired)[name]) == []
+
+
+def test_a_write_through_another_replica_on_the_same_store_reaches_the_stream(server, streams, name, tmp_path):
+    from scripts.processes import EdsServer
+
+    replica = EdsServer(tmp=tmp_path, store=server.store, workers=1).start()  # REST only
+    try:
+        stream = streams("StreamEndpoints")
+        stream.send(node=NODE, resource_names=[name])
+        stream.receive()
+        version = put(replica, name, 8007)
+        pushed = stream.receive()
+        assert pushed.version_info == version and ports(assignments(pushed)[name]) == [8007]
+    finally:
+        replica.stop()
