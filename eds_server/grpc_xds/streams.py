@@ -56,7 +56,11 @@ class Hub:
         self.packer = wire.Packer(core.cache_size)
         self.loop: asyncio.AbstractEventLoop | None = None
         self._by_name: dict[str, set[XdsStream]] = defaultdict(set)
+        # name -> (version, assignment) as last read for the watched services: a change pushed to
+        # thousands of streams is read once. Read on this loop only, so a later read is always newer.
+        self._latest: dict[str, tuple[str, dict]] = {}
         self.streams: set[XdsStream] = set()
+        self._dirty: set[XdsStream] = set()  # streams whose clients-view rows changed since the last `flush`
         self.feed = ChangeFeed(core.store, core.version, self._changed_from_thread)
         self.stopping = False
 
@@ -77,14 +81,48 @@ class Hub:
 
     def _changed(self, names: set[str]) -> None:
         for name in names:
-            for stream in self._by_name.get(name, ()):
+            watchers = self._by_name.get(name)
+            if not watchers:
+                continue
+            self._latest[name] = self.core.resource(name)
+            for stream in watchers:
                 stream.check(name)
+
+    def current(self, name: str) -> tuple[str, dict]:
+        """The (version, assignment) of a watched service: as read at its last change, or now."""
+        latest = self._latest.get(name)
+        if latest is None:
+            latest = self._latest[name] = self.core.resource(name)
+        return latest
 
     def joined(self, stream: XdsStream) -> None:
         self.streams.add(stream)
         self.metrics.grpc_stream_opened(stream.kind)
 
+    def noted(self, stream: XdsStream) -> None:
+        """The stream's bookkeeping changed: its rows go to the clients view at the next `flush`."""
+        self._dirty.add(stream)
+
+    def flush(self) -> None:
+        """Every changed stream's rows into the clients view, and the metrics to their files (on the loop)."""
+        dirty, self._dirty = self._dirty, set()
+        clients = self.core.clients
+        for stream in dirty:
+            clients.note_stream(stream.subscription.rows())
+        self.metrics.flush()
+
+    async def flush_every(self, seconds: float) -> None:
+        """`flush`, then the clients view to the store (in a thread: a store write must not stall the loop)."""
+        while True:
+            await asyncio.sleep(seconds)
+            self.flush()
+            try:
+                await asyncio.to_thread(self.core.clients.flush)
+            except Exception as error:  # kept for the next flush
+                log.warning("clients view: flush failed: %s", error)
+
     def left(self, stream: XdsStream) -> None:
+        self.noted(stream)
         self.streams.discard(stream)
         self.watch(stream, remove=stream.subscription.names)
         self.metrics.grpc_stream_closed(stream.kind)
@@ -99,6 +137,7 @@ class Hub:
                 watchers.discard(stream)
                 if not watchers:
                     del self._by_name[name]
+                    self._latest.pop(name, None)
         self.feed.watch(add)
         self.feed.unwatch(remove)
         self.metrics.grpc_subscribed(stream.kind, add, remove)
@@ -181,9 +220,11 @@ class XdsStream:
         subscription = self.subscription
         message = wire.error_message(request)
         if self.mode == SOTW:
-            names = self._checked(request.resource_names, "resource_names")
+            names = set(request.resource_names)
             self._verdict(subscription.answered(request.response_nonce, message))
-            if not subscription.stale(request.response_nonce):
+            # Most requests are ACKs of an unchanged subscription: nothing more to do.
+            if names != subscription.names and not subscription.stale(request.response_nonce):
+                self._checked(request.resource_names, "resource_names")
                 before = set(subscription.names)
                 self.hub.watch(self, add=names - before, remove=before - names)
                 subscription.subscribe_exactly(names)
@@ -202,7 +243,7 @@ class XdsStream:
                     grpc.StatusCode.INVALID_ARGUMENT,
                     f"{len(subscription.names)} resource names subscribed: at most {self.hub.limits.max_names}",
                 )
-        self.hub.core.clients.note_stream(subscription.rows())
+        self.hub.noted(self)
 
     def _checked(self, names, field: str) -> set[str]:
         if len(names) > self.hub.limits.max_names:
@@ -270,13 +311,13 @@ class XdsStream:
         if subscription is None or not self._to_check:
             return
         started = time.perf_counter()
-        core = self.hub.core
+        hub = self.hub
         names, self._to_check = self._to_check & subscription.names, set()
-        due = [name for name in sorted(names) if subscription.sent.get(name) != core.version(name)]
-        if not due:
+        current = {name: hub.current(name) for name in sorted(names)}
+        rendered = {name: latest for name, latest in current.items() if subscription.sent.get(name) != latest[0]}
+        if not rendered:
             return
-        rendered = {name: core.resource(name) for name in due}
-        packer = self.hub.packer
+        packer = hub.packer
         nonce = subscription.pushed({name: version for name, (version, _) in rendered.items()})
         if self.mode == SOTW:
             response = wire.DiscoveryResponse(
@@ -295,6 +336,6 @@ class XdsStream:
                 type_url=wire.ASSIGNMENT_TYPE,
                 nonce=nonce,
             )
-        core.clients.note_stream(subscription.rows())
+        hub.noted(self)
         await self.context.write(response)
         self.hub.metrics.grpc_pushed(self.kind, len(rendered), time.perf_counter() - started)

@@ -21,7 +21,6 @@ from ..store import open_store
 from ..telemetry import Metrics
 from ..xds import DiscoveryCore, version_of
 from . import logs
-from .background import Periodic
 from .grpc_process import STOP_GRACE
 from .limits import raise_open_files
 
@@ -48,7 +47,7 @@ async def _serve(settings: Settings, ready_fd: int) -> None:
         os.write(ready_fd, f"{error}\n".encode())
         return
     raise_open_files(log)
-    flush = Periodic("eds-clients-flush", settings.clients_flush_interval, core.clients.flush).start()
+    flushing = asyncio.create_task(hub.flush_every(settings.clients_flush_interval))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for stop_signal in (signal.SIGTERM, signal.SIGINT):
@@ -64,7 +63,8 @@ async def _serve(settings: Settings, ready_fd: int) -> None:
     log.info("gRPC xDS stopping: %d streams end", len(hub.streams))
     hub.stop()
     await server.stop(STOP_GRACE)
-    flush.stop()
+    flushing.cancel()
+    hub.flush()
     try:
         core.clients.flush()
     except Exception as error:

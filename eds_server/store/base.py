@@ -108,9 +108,16 @@ def load_service(text: str) -> Service:
     return Service.from_record(json.loads(text))
 
 
+_CLIENT_FIELDS = tuple(f.name for f in dataclasses.fields(ClientRow))
+
+
 def dump_client(row: ClientRow) -> str:
-    """The stored form of a clients-view row (JSON text), as every backend keeps it."""
-    return json.dumps(dataclasses.asdict(row), separators=(",", ":"))
+    """The stored form of a clients-view row (JSON text), as every backend keeps it.
+
+    Field by field rather than `dataclasses.asdict`, whose deep copy was 9/10 of the cost: a gRPC
+    process flushes one row per stream after a write reaches thousands of them.
+    """
+    return json.dumps({name: getattr(row, name) for name in _CLIENT_FIELDS}, separators=(",", ":"))
 
 
 def load_client(text: str) -> ClientRow:

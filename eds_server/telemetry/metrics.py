@@ -135,6 +135,7 @@ class Metrics:
         )
         self._lock = threading.Lock()
         self._unwritten = _PollFigures()
+        self._grpc_unwritten = _GrpcFigures()
 
     def poll_answered(self, api: str, status: int, started: float, held: float = 0.0) -> None:
         """On the hot path: noted in memory, written to the shared files by `flush`.
@@ -155,6 +156,18 @@ class Metrics:
         for histogram, observed in ((self.poll_seconds, figures.seconds), (self.hold_seconds, figures.held)):
             for api, observations in observed.items():
                 observations.write_to(histogram.labels(api))
+        with self._lock:
+            grpc_figures, self._grpc_unwritten = self._grpc_unwritten, _GrpcFigures()
+        for counter, tally in (
+            (self.grpc_pushes, grpc_figures.pushes),
+            (self.grpc_resources_pushed, grpc_figures.resources),
+            (self.grpc_acks, grpc_figures.acks),
+            (self.grpc_nacks, grpc_figures.nacks),
+        ):
+            for mode, count in tally.items():
+                counter.labels(mode).inc(count)
+        for mode, observations in grpc_figures.seconds.items():
+            observations.write_to(self.grpc_push_seconds.labels(mode))
 
     def held_count(self, delta: int) -> None:
         self.held.inc(delta)
@@ -171,16 +184,22 @@ class Metrics:
         for name in removed:
             self.grpc_subscriptions.labels(name, mode).dec()
 
+    # Pushes, ACKs and NACKs, like polls, are noted in memory and written by `flush`: one write
+    # reaching 10,000 streams is 10,000 pushes and as many ACKs within a second.
     def grpc_pushed(self, mode: str, resources: int, seconds: float) -> None:
-        self.grpc_pushes.labels(mode).inc()
-        self.grpc_resources_pushed.labels(mode).inc(resources)
-        self.grpc_push_seconds.labels(mode).observe(seconds)
+        with self._lock:
+            figures = self._grpc_unwritten
+            figures.pushes[mode] += 1
+            figures.resources[mode] += resources
+            (figures.seconds.get(mode) or figures.seconds.setdefault(mode, _Observed(PUSH_BUCKETS))).add(seconds)
 
     def grpc_acked(self, mode: str) -> None:
-        self.grpc_acks.labels(mode).inc()
+        with self._lock:
+            self._grpc_unwritten.acks[mode] += 1
 
     def grpc_nacked(self, mode: str) -> None:
-        self.grpc_nacks.labels(mode).inc()
+        with self._lock:
+            self._grpc_unwritten.nacks[mode] += 1
 
     def write_answered(self, operation: str, status: int, started: float) -> None:
         self.writes.labels(operation, str(status)).inc()
@@ -239,3 +258,14 @@ class _PollFigures:
         (self.seconds.get(api) or self.seconds.setdefault(api, _Observed(POLL_BUCKETS))).add(seconds)
         if held:
             (self.held.get(api) or self.held.setdefault(api, _Observed(HOLD_BUCKETS))).add(held)
+
+
+class _GrpcFigures:
+    """The pushes, ACKs and NACKs of one gRPC process since its last flush, by stream mode."""
+
+    def __init__(self) -> None:
+        self.pushes: Tally[str] = Tally()
+        self.resources: Tally[str] = Tally()
+        self.acks: Tally[str] = Tally()
+        self.nacks: Tally[str] = Tally()
+        self.seconds: dict[str, _Observed] = {}

@@ -170,7 +170,6 @@ def test_an_update_envoy_rejects_shows_its_nack_in_clients(eds_server, upstreams
         MyService(rest).put(alpha.host())
 
         def rejected():
-            grpc_part.core.clients.flush()
             rows = grpc_rows(rest)
             return rows and rows[0]["rejected"] and rows[0]
 

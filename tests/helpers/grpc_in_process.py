@@ -36,8 +36,10 @@ class InProcessGrpc:
         self._stop = asyncio.Event()
         hub = Hub(self.core, Metrics(), Limits(max_names=10_000)).start()
         server = await grpc_server.start(self.settings, hub)
+        flushing = asyncio.create_task(hub.flush_every(0.2))  # the clients view, soon
         self._ready.set()
         await self._stop.wait()
+        flushing.cancel()
         hub.stop()
         await server.stop(1)
 

@@ -15,7 +15,7 @@ import requests
 
 from scripts.pki import make_pki
 from scripts.processes import REPO, free_port, survivors, wait_until, worker_pids
-from tests.helpers.xds_client import NODE, XdsStream, assignments
+from scripts.xds_client import NODE, XdsStream, assignments
 
 
 def grpc_pid(master: int) -> int:

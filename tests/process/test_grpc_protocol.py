@@ -1,6 +1,6 @@
 """The xDS protocol over gRPC, move by move, against a real `python -m eds_server --grpc-port`.
 
-A grpcio client plays Envoy's part (tests/helpers/xds_client.py); each
+A grpcio client plays Envoy's part (scripts/xds_client.py); each
 expectation is what Envoy's "xDS REST and gRPC protocol" document says
 (docs/PROTOCOL.md, section gRPC, cites each), not what the code happens to do.
 """
@@ -12,7 +12,7 @@ import pytest
 import requests
 
 from scripts.processes import wait_until
-from tests.helpers.xds_client import CLA, NODE, XdsStream, assignments, ports
+from scripts.xds_client import CLA, NODE, XdsStream, assignments, ports
 
 SOTW_METHODS = ["StreamEndpoints", "StreamAggregatedResources"]
 DELTA_METHODS = ["DeltaEndpoints", "DeltaAggregatedResources"]
