@@ -36,6 +36,7 @@ from eds_server.store import open_store
 from eds_server.xds import version_of
 from scripts.processes import REPO, free_port, rss_kb, start, stop, wait_until, worker_pids
 
+from . import grpc as grpc_bench
 from . import long_poll
 
 FIXTURE = REPO / "tests" / "fixtures" / "envoy-1.40-eds-poll-request.json"
@@ -383,6 +384,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--services", type=int, default=10_000)
     parser.add_argument("--envoy-writes", type=int, default=30, help="writes timed to a real Envoy, long-poll")
     parser.add_argument("--held-clients", type=int, default=2000)
+    parser.add_argument("--grpc-streams", type=int, default=10_000, help="concurrent ADS streams")
+    parser.add_argument("--grpc-connections", type=int, default=100, help="HTTP/2 connections they share")
+    parser.add_argument("--delta-services", type=int, default=1000, help="services one delta client subscribes to")
     parser.add_argument("--report", type=Path, default=REPORT)
     args = parser.parse_args(argv)
 
@@ -417,11 +421,16 @@ def main(argv: list[str] | None = None) -> int:
             rounds.append(one_round(tmp, args, answers, bodies, big_db))
         print("long-poll ...", flush=True)
         long_poll = long_poll_figures(tmp, args)
+        print("gRPC ...", flush=True)
+        grpc_figures = grpc_bench.measure(
+            tmp, args.envoy_writes, args.grpc_streams, args.grpc_connections, args.delta_services
+        )
     history = record_run(args.report.with_name("bench-history.jsonl"), about, rounds, long_poll)
     report = "\n".join(
         (
             render(args, about, rounds, parse, dispatch, fill_seconds),
             render_long_poll(args, long_poll),
+            grpc_bench.render(grpc_figures),
             render_history(history),
         )
     )
