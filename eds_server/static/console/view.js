@@ -226,6 +226,8 @@ function hostGroup(service, group, fetchedAt) {
 // ---- Envoys (rows of GET /clients) ----
 
 function clientState(client) {
+  if (client.transport === "grpc" && client.rejected)
+    return [badge("rejected", "bad", "Envoy NACKed the current version"), client.error ? h("span", { class: "sub" }, client.error) : null];
   if (client.stuck)
     return badge("stuck", "bad", "keeps asking with an older version after it was sent the current one: Envoy most likely rejected the update");
   if (client.in_sync) return badge("in sync", "good");
@@ -250,7 +252,7 @@ function clientsTable(name, clients) {
         class: client.stuck ? "stuck" : undefined,
         cells: [
           [h("code", {}, client.node_id || "(no node id)"), client.cluster ? h("span", { class: "sub" }, client.cluster) : null],
-          [client.envoy_version || "unknown", h("span", { class: "sub" }, client.api)],
+          [client.envoy_version || "unknown", h("span", { class: "sub" }, client.transport === "grpc" ? `gRPC ${client.mode}` : client.api)],
           [
             client.version_held ? h("code", {}, client.version_held) : h("span", { class: "muted" }, "nothing yet"),
             client.in_sync ? null : h("span", { class: "sub" }, "current ", h("code", {}, client.current_version)),
