@@ -14,10 +14,8 @@ from eds_server.store import open_store
 from eds_server.xds import DiscoveryCore, version_of
 from scripts.envoy import GRPC_TRANSPORTS, start_envoy
 from scripts.processes import wait_until
-from tests.e2e.conftest import SERVICE, MyService
+from tests.e2e.conftest import SERVICE, MyService, answered_by, tutorial_sequence
 from tests.helpers.grpc_in_process import InProcessGrpc
-
-TAGS = {"az": "us-central1-a", "canary": False, "load_balancing_weight": 50}
 
 
 @pytest.fixture(params=GRPC_TRANSPORTS)
@@ -40,33 +38,13 @@ def envoy(grpc_server, envoy_for, transport):
     return envoy_for(grpc_server, transport=transport)
 
 
-def answered_by(envoy, name: str, timeout: float = 10) -> None:
-    wait_until(lambda: envoy.get().text.strip() == name, timeout=timeout, what=f"traffic reaching {name}")
-
-
 def grpc_rows(server) -> list[dict]:
     clients = requests.get(f"{server.url}/clients", params={"service": SERVICE}, timeout=5).json()["clients"]
     return [row for row in clients if row["transport"] == "grpc"]
 
 
-def test_the_tutorial_sequence(envoy, grpc_service, upstreams):
-    response = envoy.get()
-    assert (response.status_code, response.text) == (503, "no healthy upstream")
-
-    hello1, hello2 = upstreams("hello-world1"), upstreams("hello-world2")
-    grpc_service.post(hello1.host(tags=TAGS))
-    answered_by(envoy, "hello-world1")
-    assert envoy.spread(10) == {"hello-world1": 10}
-
-    grpc_service.put()
-    envoy.wait_for_ports([])
-    assert envoy.get().status_code == 503
-
-    grpc_service.put(hello1.host(tags=TAGS), hello2.host(tags=TAGS))
-    envoy.wait_for_ports([hello1.port, hello2.port])
-    spread = envoy.spread(40)
-    assert set(spread) == {"hello-world1", "hello-world2"} and min(spread.values()) >= 15, spread
-
+def test_the_tutorial_sequence_then_deleted(envoy, grpc_service, upstreams):
+    tutorial_sequence(envoy, grpc_service, upstreams)
     grpc_service.delete()
     envoy.wait_for_ports([])
     assert envoy.get().status_code == 503

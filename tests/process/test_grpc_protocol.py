@@ -78,17 +78,22 @@ def client_row(server, name: str) -> dict:
     return next((row for row in rows if row["transport"] == "grpc"), {})
 
 
+def acked_first(stream: XdsStream, name: str):
+    """Subscribe a state-of-the-world stream to `name`, ACK the first response; returns it."""
+    stream.send(node=NODE, resource_names=[name])
+    first = stream.receive()
+    stream.send(version_info=first.version_info, response_nonce=first.nonce, resource_names=[name])
+    return first
+
+
 # -- state of the world -------------------------------------------------------
 @pytest.mark.parametrize("method", SOTW_METHODS)
 def test_nonces_acks_and_a_change_pushed(server, streams, name, method):
     version = put(server, name, 8001)
     stream = streams(method)
-    stream.send(node=NODE, resource_names=[name])
-    first = stream.receive()
+    first = acked_first(stream, name)
     assert first.type_url == CLA and first.nonce and first.version_info == version
     assert ports(assignments(first)[name]) == [8001]
-
-    stream.send(version_info=first.version_info, response_nonce=first.nonce, resource_names=[name])  # ACK
     assert stream.nothing_within(0.5), "an ACK with nothing new is not answered"
     wait_until(lambda: client_row(server, name).get("version_held") == version, timeout=5, what="the ACK noted")
 
@@ -102,9 +107,7 @@ def test_nonces_acks_and_a_change_pushed(server, streams, name, method):
 def test_a_nack_is_not_answered_with_the_same_version_and_shows_in_clients(server, streams, name, method):
     accepted = put(server, name, 8001)
     stream = streams(method)
-    stream.send(node=NODE, resource_names=[name])
-    first = stream.receive()
-    stream.send(version_info=first.version_info, response_nonce=first.nonce, resource_names=[name])
+    acked_first(stream, name)
     rejected = put(server, name, 8002)
     second = stream.receive()
     stream.send(
