@@ -98,6 +98,7 @@ class Hub:
     def joined(self, stream: XdsStream) -> None:
         self.streams.add(stream)
         self.metrics.grpc_stream_opened(stream.kind)
+        log.info("stream open: node=%s mode=%s peer=%s", stream.subscription.node.id, stream.kind, stream.peer)
 
     def noted(self, stream: XdsStream) -> None:
         """The stream's bookkeeping changed: its rows go to the clients view at the next `flush`."""
@@ -124,6 +125,7 @@ class Hub:
     def left(self, stream: XdsStream) -> None:
         self.noted(stream)
         self.streams.discard(stream)
+        log.info("stream closed: node=%s mode=%s peer=%s", stream.subscription.node.id, stream.kind, stream.peer)
         self.watch(stream, remove=stream.subscription.names)
         self.metrics.grpc_stream_closed(stream.kind)
 
@@ -162,6 +164,10 @@ class XdsStream:
     def kind(self) -> str:
         return f"{self.service}-{self.mode}"
 
+    @property
+    def peer(self) -> str:
+        return self.context.peer() or "-"
+
     # -- waking --------------------------------------------------------------
     def check(self, name: str) -> None:
         self._to_check.add(name)
@@ -179,6 +185,8 @@ class XdsStream:
                 await self._wake.wait()
                 self._wake.clear()
                 if self._failure is not None:
+                    if self._failure.code != grpc.StatusCode.UNAVAILABLE:
+                        log.warning("stream refused: peer=%s %s: %s", self.peer, self._failure.code.name, self._failure)
                     await self.context.abort(self._failure.code, self._failure.message)
                 if self._ended:
                     return

@@ -330,3 +330,21 @@ def test_a_write_through_another_replica_on_the_same_store_reaches_the_stream(se
         assert pushed.version_info == version and ports(assignments(pushed)[name]) == [8007]
     finally:
         replica.stop()
+
+
+def test_on_redis_a_write_through_another_replica_reaches_the_stream(redis_url, tmp_path):
+    from scripts.processes import EdsServer
+
+    streaming = EdsServer(tmp=tmp_path, store=redis_url, workers=1, grpc=True).start()
+    writing = EdsServer(tmp=tmp_path, store=redis_url, workers=1).start()
+    try:
+        with grpc.insecure_channel(streaming.grpc_target) as channel:
+            stream = XdsStream(channel, "DeltaEndpoints")
+            stream.send(node=NODE, resource_names_subscribe=["on-redis"])
+            assert ports(assignments(stream.receive())["on-redis"]) == []
+            put(writing, "on-redis", 8001)
+            assert ports(assignments(stream.receive())["on-redis"]) == [8001]
+            stream.close()
+    finally:
+        writing.stop()
+        streaming.stop()
