@@ -28,6 +28,7 @@ import time
 from pathlib import Path
 
 from ..settings import Settings
+from ..telemetry.metrics import worker_gone
 
 log = logging.getLogger("eds_server")
 START_TIMEOUT = 30.0
@@ -80,6 +81,7 @@ class GrpcPart:
         reason = f"gRPC process (pid {self.process.pid}, {self.settings.grpc_address}) {how}"
         log.error("%s: gRPC xDS is down; /readyz answers 503 until the server restarts", reason)
         self.down_file.write_text(reason)
+        worker_gone(self.process.pid)  # its open-stream gauges leave /metrics
         self.process = None
 
     def begin_stop(self) -> None:
