@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import grpc
 
 from ..model import NAME_PATTERN
+from ..store import StoreUnavailable
 from ..telemetry import Metrics
 from ..xds import DiscoveryCore
 from ..xds.feed import ChangeFeed
@@ -84,7 +85,11 @@ class Hub:
             watchers = self._by_name.get(name)
             if not watchers:
                 continue
-            self._latest[name] = self.core.resource(name)
+            try:
+                self._latest[name] = self.core.resource(name)
+            except Exception as error:  # each stream reads it again itself, and fails alone if it must
+                log.warning("cannot read %s after a change: %s", name, error)
+                self._latest.pop(name, None)
             for stream in watchers:
                 stream.check(name)
 
@@ -190,7 +195,10 @@ class XdsStream:
                     await self.context.abort(self._failure.code, self._failure.message)
                 if self._ended:
                     return
-                await self._write_due()
+                try:
+                    await self._write_due()
+                except StreamError as error:
+                    self.fail(error)
         finally:
             reader.cancel()
             if self.subscription is not None:
@@ -321,7 +329,10 @@ class XdsStream:
         started = time.perf_counter()
         hub = self.hub
         names, self._to_check = self._to_check & subscription.names, set()
-        current = {name: hub.current(name) for name in sorted(names)}
+        try:
+            current = {name: hub.current(name) for name in sorted(names)}
+        except StoreUnavailable as error:  # Envoy keeps its endpoints, and reconnects
+            raise StreamError(grpc.StatusCode.UNAVAILABLE, f"the registry store is unavailable: {error}") from None
         rendered = {name: latest for name, latest in current.items() if subscription.sent.get(name) != latest[0]}
         if not rendered:
             return
