@@ -161,3 +161,23 @@ def test_an_update_envoy_rejects_shows_its_nack_in_clients(eds_server, upstreams
         envoy.stop()
         grpc_part.stop()
         store.close()
+
+
+@pytest.mark.parametrize("ads", ["ADS", "ADS_DELTA"])
+def test_clusters_asked_over_the_same_ads_are_answered_as_none(grpc_server, grpc_service, upstreams, tmp_path, ads):
+    from scripts.envoy import Envoy, local_bootstrap
+    from scripts.processes import free_port
+
+    admin, listener = free_port(), free_port()
+    bootstrap = local_bootstrap([grpc_server.grpc_port], listener, admin, transport=ads)
+    bootstrap["dynamic_resources"]["cds_config"] = {"ads": {}, "resource_api_version": "V3"}
+    envoy = Envoy(tmp_path, bootstrap, admin, listener).start()  # ready: it did not wait for clusters
+    try:
+        alpha = upstreams("alpha")
+        grpc_service.put(alpha.host())
+        answered_by(envoy, "alpha")  # its static clusters stay, fed by EDS over the same stream
+        cds = envoy.stats("cluster_manager.cds.")
+        assert cds["cluster_manager.cds.update_success"] >= 1 and cds["cluster_manager.cds.update_rejected"] == 0
+        assert envoy.stat("update_rejected") == 0
+    finally:
+        envoy.stop()
