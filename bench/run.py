@@ -39,6 +39,7 @@ from eds_server.xds.resources import PATH_OF, V3
 from scripts.processes import REPO, free_port, rss_kb, start, stop, wait_until, worker_pids
 
 from . import failover, hardening, long_poll, propagation
+from . import grpc as grpc_bench
 from .report import (
     Round,
     hand_written_sections,
@@ -346,6 +347,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--envoy-writes", type=int, default=30, help="writes timed to a real Envoy, long-poll")
     parser.add_argument("--held-clients", type=int, default=2000)
     parser.add_argument("--wait-writes", type=int, default=20, help="writes waited for, per simulated fleet")
+    parser.add_argument("--grpc-streams", type=int, default=10_000, help="concurrent ADS streams")
+    parser.add_argument("--grpc-connections", type=int, default=100, help="HTTP/2 connections they share")
+    parser.add_argument("--delta-services", type=int, default=1000, help="services one delta client subscribes to")
     parser.add_argument("--report", type=Path, default=REPORT)
     args = parser.parse_args(argv)
 
@@ -386,11 +390,16 @@ def main(argv: list[str] | None = None) -> int:
         write_and_wait = propagation_section(tmp, args.workers, args.wait_writes)
         print("limits and bad input ...", flush=True)
         bounds = hardening.measure(tmp)
+        print("gRPC ...", flush=True)
+        grpc_figures = grpc_bench.measure(
+            tmp, args.envoy_writes, args.grpc_streams, args.grpc_connections, args.delta_services
+        )
     history = record_run(args.report.with_name("bench-history.jsonl"), about, rounds, long_poll)
     kept = hand_written_sections(args.report)
     sections = [
         render(args, about, rounds, parse, dispatch, fill_seconds),
         render_long_poll(args, long_poll),
+        grpc_bench.render(grpc_figures),
         failover.render(failovers),
         write_and_wait,
         hardening.render(bounds),

@@ -6,6 +6,7 @@ import sys
 
 from .model import RegistryError
 from .serving import CannotStart, serve
+from .serving.grpc_process import PartFailed
 from .settings import SettingsError, load_settings
 from .store import StoreUnavailable
 
@@ -18,8 +19,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         serve(settings)
-    except (CannotStart, StoreUnavailable, RegistryError) as error:
-        # gunicorn could not run, or the start-up (TTL sweep, seed) could not:
+    except (CannotStart, StoreUnavailable, RegistryError, PartFailed) as error:
+        # gunicorn or the gRPC process could not run, or the start-up (TTL sweep, seed) could not:
         # better no server than one that hands Envoy expired hosts or misses its seed.
         print(f"eds-server: cannot start: {error}", file=sys.stderr)
         return 1

@@ -80,6 +80,15 @@ class Settings:
     clients_max_rows_per_node: int = 1_000
     # Seconds a request may go without a byte of its body arriving before its connection is closed (408).
     body_read_timeout: float = 30.0
+    # gRPC xDS (EDS and ADS streams) on this port, same host address, in a process of its own
+    # beside gunicorn's workers; None: no gRPC.
+    grpc_port: int | None = None
+
+    @property
+    def grpc_address(self) -> str:
+        """Where gRPC listens: the REST server's host, the gRPC port."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.grpc_port}"
 
 
 # The flags of `python -m eds_server`; every one also reads EDS_<NAME> from the environment.
@@ -95,6 +104,7 @@ CLI_FLAGS = (
     "keyfile",
     "ca_certs",
     "require_client_cert",
+    "grpc_port",
 )
 
 
@@ -210,6 +220,12 @@ def parse_args(argv: Sequence[str] | None) -> dict[str, Any]:
         default=None,
         help="mutual TLS: refuse every client without a certificate signed by --ca-certs",
     )
+    parser.add_argument(
+        "--grpc-port",
+        dest="grpc_port",
+        type=int,
+        help="also serve gRPC xDS (EDS and ADS, state of the world and delta) on this port, same host (default: none)",
+    )
     return {k: v for k, v in vars(parser.parse_args(argv)).items() if v is not None}
 
 
@@ -276,6 +292,7 @@ def validate(settings: Settings) -> None:
             "have their own registry and answer Envoy differently: use --workers 1, or a shared store "
             "(sqlite:///PATH, redis://HOST:PORT/DB)"
         )
+    _check_grpc(settings)
     if settings.log_format not in ("text", "json"):
         raise SettingsError(f"log_format {settings.log_format!r}: must be text or json")
     if settings.long_poll_max_hold < 0 or settings.long_poll_margin < 0:
@@ -310,6 +327,18 @@ def store_options(settings: Settings) -> dict[str, Any]:
     """What `open_store` takes from the settings besides the URL."""
     automatic = settings.redis_min_replicas == "auto"
     return {"min_replicas": None if automatic else int(settings.redis_min_replicas)}
+
+
+def _check_grpc(settings: Settings) -> None:
+    if settings.grpc_port is None:
+        return
+    if not 1 <= settings.grpc_port <= 65535 or settings.grpc_port == settings.port:
+        raise SettingsError(f"grpc_port {settings.grpc_port}: must be 1-65535 and not the REST port {settings.port}")
+    if settings.store.startswith("memory:"):
+        raise SettingsError(
+            "store memory:// keeps the registry inside one process, and gRPC is served by a process of its own: "
+            "use a shared store (sqlite:///PATH, redis://HOST:PORT/DB) with grpc_port"
+        )
 
 
 def read_token_file(path: str) -> list[str]:

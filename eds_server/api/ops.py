@@ -29,12 +29,16 @@ class HealthRoute(Resource):
 @ns.route("/readyz")
 class ReadyRoute(Resource):
     @ns.doc("readyz")
-    @ns.response(200, "the store answers")
-    @ns.response(503, "the store cannot be reached")
+    @ns.response(200, "the store answers, and every part of the server runs")
+    @ns.response(503, "the store cannot be reached, or a part (the gRPC process) died")
     def get(self):
-        """Ready: the registry store answers."""
+        """Ready: the registry store answers and every part of the server (the gRPC process, if any) runs."""
+        state = app_state()
+        down = state.parts_down()
+        if down:
+            return {"status": "unavailable", "parts": down}, 503
         try:
-            app_state().registry.ping()
+            state.registry.ping()
         except StoreUnavailable as error:
             return {"status": "unavailable", "store": str(error)}, 503
         return {"status": "ok"}
@@ -89,12 +93,22 @@ client_model = ns.model(
         "last_poll": fields.String(description="ISO-8601 UTC", example="2026-01-01T12:00:00.000+00:00"),
         "polls": fields.Integer(description="polls seen, by every worker"),
         "stuck": fields.Boolean(
-            description="it reported the version it had again after it was sent the current one: REST has no "
-            "NACK, this is how Envoy rejecting an update shows"
+            description="REST: it reported the version it had again after it was sent the current one (REST has "
+            "no NACK, this is how Envoy rejecting an update shows); gRPC: it NACKed the current version"
         ),
         "subscribed": fields.Boolean(
-            description="its last sign of life (a poll arriving; a held poll, while held) is at most "
-            "subscribed_within seconds old: it counts in propagation waits"
+            description="its last sign of life (a poll arriving; a held poll, while held; an open stream) is at "
+            "most subscribed_within seconds old: it counts in propagation waits"
+        ),
+        "transport": fields.String(enum=["rest", "grpc"]),
+        "mode": fields.String(enum=["poll", "eds-sotw", "eds-delta", "ads-sotw", "ads-delta"]),
+        "sent_version": nullable(fields.String(description="the version it was last sent; null before any")),
+        "rejected": fields.Boolean(description="it rejected the current version (REST: stuck; gRPC: NACKed it)"),
+        "rejected_version": nullable(
+            fields.String(description="gRPC: the version it NACKed last; null once it ACKs one")
+        ),
+        "error": nullable(
+            fields.String(description="gRPC: Envoy's error_detail.message for the NACK of the current version")
         ),
     },
 )
@@ -117,6 +131,12 @@ def client_json(status: ClientStatus, subscribed: bool) -> dict:
         "polls": row.polls,
         "stuck": status.stuck,
         "subscribed": subscribed,
+        "transport": row.transport,
+        "mode": row.mode,
+        "sent_version": row.sent_version,
+        "rejected": status.rejected,
+        "rejected_version": row.rejected_version,
+        "error": status.rejection,
     }
 
 

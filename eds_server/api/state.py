@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from flask import Flask, current_app
 
@@ -26,6 +26,8 @@ class AppState:
     metrics: Metrics
     trusted_proxies: tuple[Network, ...] = ()
     answer_poll: AnswerPoll | None = None
+    # Parts of the server outside this process (the gRPC process) that died: {part: why}.
+    parts_down: Callable[[], dict[str, str]] = field(default=dict)
 
     def install(self, app: Flask) -> None:
         app.extensions[EXTENSION] = self

@@ -1,13 +1,19 @@
-"""Runs the app under gunicorn: the production server behind `python -m eds_server`."""
+"""Runs the app under gunicorn: the production server behind `python -m eds_server`.
+
+With a gRPC port, the master also starts the gRPC process (serving/grpc_process.py)
+before its workers, watches it from its main loop, and stops it with them.
+"""
 
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import tempfile
 from typing import Any
 
 from gunicorn.app.base import BaseApplication
+from gunicorn.arbiter import Arbiter
 
 from ..api.auth import writes_open_warning
 from ..api.common import CLOSE_CONNECTION
@@ -20,6 +26,7 @@ from ..telemetry.metrics import enable_multiprocess, worker_gone
 from ..xds import version_of
 from . import logs
 from .background import Periodic, ttl_sweeper
+from .grpc_process import GrpcPart, parts_down
 from .gunicorn_options import gunicorn_options
 from .preflight import check_can_start
 
@@ -46,15 +53,48 @@ def closing_when_asked(app):
         return app(environ, start)
 
     return wsgi
+class EdsArbiter(Arbiter):
+    """gunicorn's master, also minding the server's other parts (the gRPC process)."""
+
+    def __init__(self, app: Server):
+        self.parts = app.parts
+        super().__init__(app)
+
+    def reap_workers(self) -> None:
+        # gunicorn's reaper collects any child and drops those that are not its
+        # workers: the parts are looked at first, so their exit is seen with its status.
+        for part in self.parts:
+            part.check()
+        super().reap_workers()
+
+    def manage_workers(self) -> None:
+        for part in self.parts:
+            part.check()
+        super().manage_workers()
+
+    def stop(self, graceful: bool = True) -> None:
+        for part in self.parts:  # in parallel with the workers' own graceful stop
+            part.begin_stop()
+        super().stop(graceful)
+        for part in self.parts:
+            part.stop()
 
 
 class Server(BaseApplication):
-    def __init__(self, settings: Settings, store: Store, metrics_dir: str):
+    def __init__(self, settings: Settings, store: Store, metrics_dir: str, parts: list[GrpcPart] = ()):
         self.settings = settings
         self.store = store
         self.metrics_dir = metrics_dir
+        self.parts = list(parts)
         self.options: dict[str, Any] = gunicorn_options(settings)
         super().__init__()
+
+    def run(self) -> None:
+        try:
+            EdsArbiter(self).run()
+        except RuntimeError as error:  # what gunicorn's own run() does with it
+            log.error("%s", error)
+            raise SystemExit(1) from None
 
     def load_config(self) -> None:
         for key, value in self.options.items():
@@ -62,13 +102,13 @@ class Server(BaseApplication):
         self.cfg.set("post_worker_init", self._post_worker_init)
         self.cfg.set("worker_exit", self._worker_exit)
         self.cfg.set("child_exit", self._child_exit)
-        self.cfg.set("on_exit", self._on_exit)
 
     def load(self):
         # Called in each worker after the fork. The store object comes from the
         # master with no connection open (see `serve`): each worker opens its own.
         self.app = create_app(self.settings, store=self.store)
         self.app.wsgi_app = closing_when_asked(self.app.wsgi_app)
+        app_state(self.app).parts_down = lambda: parts_down(self.metrics_dir)
         return self.app
 
     def _post_worker_init(self, worker) -> None:
@@ -100,9 +140,6 @@ class Server(BaseApplication):
     @staticmethod
     def _child_exit(server, worker) -> None:
         worker_gone(worker.pid)
-
-    def _on_exit(self, server) -> None:
-        shutil.rmtree(self.metrics_dir, ignore_errors=True)
 
 
 def start_up(settings: Settings, store: Store) -> None:
@@ -136,6 +173,18 @@ def serve(settings: Settings) -> None:
             log.warning("%s", line)
     # Every worker writes its metric values under this server's own directory,
     # made before the workers fork so that /metrics on any of them adds up all.
+    # The gRPC process writes its metrics there too, and notes there when it dies.
     metrics_dir = tempfile.mkdtemp(prefix="eds-server-metrics-")
     enable_multiprocess(metrics_dir)
-    Server(settings, store, metrics_dir).run()
+    master = os.getpid()
+    parts = []
+    try:
+        if settings.grpc_port is not None:
+            parts.append(GrpcPart(settings, metrics_dir).start())
+        Server(settings, store, metrics_dir, parts).run()
+    finally:
+        # gunicorn's workers leave through here too (SystemExit after their fork): only the master stops the parts.
+        if os.getpid() == master:
+            for part in parts:
+                part.stop()
+            shutil.rmtree(metrics_dir, ignore_errors=True)

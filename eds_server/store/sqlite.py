@@ -128,6 +128,8 @@ class SqliteStore(Store):
         self._watch_conn: _Connection | None = None
         self._data_version_seen: int | None = None
         self._watch_lock = threading.Lock()  # close() must not pull the connection from under a check
+        # A process with one watcher and no held polls to spare CPU for (the gRPC process) looks more often.
+        self.change_check_interval = CHANGE_CHECK_INTERVAL
         conn = self._connect(create=True)
         try:
             conn.executescript(SCHEMA)
@@ -307,7 +309,7 @@ class SqliteStore(Store):
             left = deadline - time.monotonic()
             if left <= 0:
                 return False
-            time.sleep(min(CHANGE_CHECK_INTERVAL, left))
+            time.sleep(min(self.change_check_interval, left))
 
     def close(self) -> None:
         idle, self._idle = self._idle, []

@@ -35,6 +35,8 @@ CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4
 # Polls answer in well under a millisecond; writes commit with an fsync.
 POLL_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
 HOLD_BUCKETS = (0.01, 0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0)
+# A push: rendering (cached per service version) and handing the message to grpc.
+PUSH_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1.0)
 WRITE_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 # How often a worker writes its polls' figures to the shared files (a scrape of
 # this worker writes them first; other workers' polls show up to this much later).
@@ -103,8 +105,37 @@ class Metrics:
             buckets=HOLD_BUCKETS,
             registry=self.collectors,
         )
+        # gRPC streams; `mode` is eds-sotw, eds-delta, ads-sotw or ads-delta.
+        self.grpc_streams = Gauge(
+            "eds_grpc_streams", "Open gRPC xDS streams", ["mode"], multiprocess_mode="livesum", registry=self.collectors
+        )
+        self.grpc_subscriptions = Gauge(
+            "eds_grpc_subscriptions",
+            "Open gRPC streams subscribed to each service",
+            ["service", "mode"],
+            multiprocess_mode="livesum",
+            registry=self.collectors,
+        )
+        self.grpc_pushes = Counter(
+            "eds_grpc_pushes", "Responses pushed on gRPC streams", ["mode"], registry=self.collectors
+        )
+        self.grpc_resources_pushed = Counter(
+            "eds_grpc_resources_pushed", "ClusterLoadAssignments in those responses", ["mode"], registry=self.collectors
+        )
+        self.grpc_acks = Counter("eds_grpc_acks", "Responses Envoy ACKed", ["mode"], registry=self.collectors)
+        self.grpc_nacks = Counter(
+            "eds_grpc_nacks", "Responses Envoy NACKed (rejected, with error_detail)", ["mode"], registry=self.collectors
+        )
+        self.grpc_push_seconds = Histogram(
+            "eds_grpc_push_duration_seconds",
+            "Time to build a push and hand it to the stream",
+            ["mode"],
+            buckets=PUSH_BUCKETS,
+            registry=self.collectors,
+        )
         self._lock = threading.Lock()
         self._unwritten = _PollFigures()
+        self._grpc_unwritten = _GrpcFigures()
 
     def poll_answered(self, api: str, status: int, started: float, held: float = 0.0) -> None:
         """On the hot path: noted in memory, written to the shared files by `flush`.
@@ -126,9 +157,50 @@ class Metrics:
         for histogram, observed in ((self.poll_seconds, figures.seconds), (self.hold_seconds, figures.held)):
             for api, observations in observed.items():
                 observations.write_to(histogram.labels(api))
+        with self._lock:
+            grpc_figures, self._grpc_unwritten = self._grpc_unwritten, _GrpcFigures()
+        for counter, tally in (
+            (self.grpc_pushes, grpc_figures.pushes),
+            (self.grpc_resources_pushed, grpc_figures.resources),
+            (self.grpc_acks, grpc_figures.acks),
+            (self.grpc_nacks, grpc_figures.nacks),
+        ):
+            for mode, count in tally.items():
+                counter.labels(mode).inc(count)
+        for mode, observations in grpc_figures.seconds.items():
+            observations.write_to(self.grpc_push_seconds.labels(mode))
 
     def held_count(self, delta: int) -> None:
         self.held.inc(delta)
+
+    def grpc_stream_opened(self, mode: str) -> None:
+        self.grpc_streams.labels(mode).inc()
+
+    def grpc_stream_closed(self, mode: str) -> None:
+        self.grpc_streams.labels(mode).dec()
+
+    def grpc_subscribed(self, mode: str, added, removed) -> None:
+        for name in added:
+            self.grpc_subscriptions.labels(name, mode).inc()
+        for name in removed:
+            self.grpc_subscriptions.labels(name, mode).dec()
+
+    # Pushes, ACKs and NACKs, like polls, are noted in memory and written by `flush`: one write
+    # reaching 10,000 streams is 10,000 pushes and as many ACKs within a second.
+    def grpc_pushed(self, mode: str, resources: int, seconds: float) -> None:
+        with self._lock:
+            figures = self._grpc_unwritten
+            figures.pushes[mode] += 1
+            figures.resources[mode] += resources
+            (figures.seconds.get(mode) or figures.seconds.setdefault(mode, _Observed(PUSH_BUCKETS))).add(seconds)
+
+    def grpc_acked(self, mode: str) -> None:
+        with self._lock:
+            self._grpc_unwritten.acks[mode] += 1
+
+    def grpc_nacked(self, mode: str) -> None:
+        with self._lock:
+            self._grpc_unwritten.nacks[mode] += 1
 
     def write_answered(self, operation: str, status: int, started: float) -> None:
         self.writes.labels(operation, str(status)).inc()
@@ -187,3 +259,14 @@ class _PollFigures:
         (self.seconds.get(api) or self.seconds.setdefault(api, _Observed(POLL_BUCKETS))).add(seconds)
         if held:
             (self.held.get(api) or self.held.setdefault(api, _Observed(HOLD_BUCKETS))).add(held)
+
+
+class _GrpcFigures:
+    """The pushes, ACKs and NACKs of one gRPC process since its last flush, by stream mode."""
+
+    def __init__(self) -> None:
+        self.pushes: Tally[str] = Tally()
+        self.resources: Tally[str] = Tally()
+        self.acks: Tally[str] = Tally()
+        self.nacks: Tally[str] = Tally()
+        self.seconds: dict[str, _Observed] = {}

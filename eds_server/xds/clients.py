@@ -1,4 +1,4 @@
-"""The clients view: which Envoy nodes poll, the version each holds, and which rejected the current one.
+"""The clients view: which Envoy nodes poll or stream, the version each holds, and which reject it.
 
 REST has no NACK (docs/PROTOCOL.md#no-nack-over-rest): an Envoy that
 rejected an answer just keeps polling with the version it had. Each worker
@@ -18,6 +18,10 @@ until its held poll is answered, up to 25 s later) and when it is answered
 second or so from a background thread, and sooner after news (a node
 reporting another version than before, or rejecting one: what a propagation
 wait waits for, see `news`); the batches of every worker and replica add up.
+
+A gRPC stream knows more: Envoy ACKs and NACKs each response explicitly.
+Its rows come ready-made from the stream's bookkeeping (xds/streams.py) and
+go to the store the same way (`note_stream`).
 
 Polls need no credentials, so what they may put here is bounded: each value
 by the request reader (xds/request.py), the rows by `ClientsLimits`, in the
@@ -123,19 +127,25 @@ class ClientStatus:
 
     @property
     def stuck(self) -> bool:
-        """It was sent the current version and reported the version it had again (not merely behind a newer write)."""
+        """It will not take the current version. REST: it was sent it and reported the version it had
+        again (not merely behind a newer write). gRPC: it NACKed it."""
         row = self.row
+        if row.transport != "rest":
+            return self.rejected
         return not self.in_sync and row.sent_version == self.current_version and row.rejected_polls > 0
 
     @property
     def rejected(self) -> bool:
-        """It rejected the current version. REST has no NACK: the sign is being stuck."""
-        return self.stuck
+        """The node rejected the current version: inferred over REST (`stuck`), NACKed over gRPC."""
+        row = self.row
+        if row.transport == "rest":
+            return self.stuck
+        return row.rejected_version is not None and row.rejected_version == self.current_version
 
     @property
     def rejection(self) -> str | None:
-        """Why it rejected, in its own words; REST carries none (a gRPC NACK's error_detail does)."""
-        return None
+        """Why it rejected, in Envoy's own words: a gRPC NACK's error_detail; REST carries none."""
+        return self.row.rejected_message if self.rejected else None
 
     @property
     def last_seen(self) -> float:
@@ -164,6 +174,7 @@ class Clients:
         self._unsent: dict[tuple[str, str], ClientRow] = {}  # rows of a flush the store did not take
         self._left_out = 0  # rows left out for the bounds since the last flush
         self._at_bound = False  # said so in the log already
+        self._streamed: dict[tuple[str, str], ClientRow] = {}  # gRPC streams' rows since the last flush
 
     def _seen(self, key: tuple[str, str], make: Callable[[], _Seen]) -> _Seen:
         """The pending row of `key`, made when absent; past the bound, the least recently polled row waits
@@ -224,6 +235,12 @@ class Clients:
                 if seen.last_poll == arrival.at:  # not a later poll of the same node id, answered first
                     seen.answered(now, node.sent)
 
+    def note_stream(self, rows: list[ClientRow]) -> None:
+        """Rows from a gRPC stream's bookkeeping; memory only, like a poll's."""
+        with self._lock:
+            for row in rows:
+                self._streamed[row.key] = row.merged_into(self._streamed.get(row.key))
+
     def flush(self) -> None:
         """Hand this worker's rows to the store in one batch; kept for the next try if that fails."""
         limits = self.limits
@@ -234,6 +251,9 @@ class Clients:
             left_out, self._left_out = self._left_out, 0
             for key in [k for k, node in self._nodes.items() if node.last_poll < retention.forget_before]:
                 del self._nodes[key]
+            streamed, self._streamed = self._streamed, {}
+            for key, row in streamed.items():
+                rows[key] = row.merged_into(rows.get(key))
         for (_, name), seen in pending.items():
             row = seen.row(name)
             rows[row.key] = row.merged_into(rows.get(row.key))

@@ -7,7 +7,9 @@ API, names and version, then served from memory), holding a request until
 its services change (xds/holds.py), the per-node bookkeeping of what each
 node was sent and what it holds (xds/clients.py, the clients view), and
 waiting until every node holds a version (xds/propagation.py).
-It knows nothing of HTTP.
+A gRPC stream asks for the same things one service at a time (`version`,
+`resource`), with its own subscription kept in xds/streams.py.
+It knows nothing of HTTP or gRPC.
 """
 
 from __future__ import annotations
@@ -59,12 +61,32 @@ class DiscoveryCore:
         # only grow the worker's memory with every write.
         self._cache: OrderedDict[tuple[str, tuple[str, ...]], tuple[str, bytes]] = OrderedDict()
         self._lock = threading.Lock()
+        # name -> (version, assignment): the latest rendering of each service a stream asked for,
+        # so that a write pushed to thousands of streams is read and rendered once.
+        self._resources: dict[str, tuple[str, dict]] = {}
         self.holds = Holds(store, self.current_version, *([on_held_count] if on_held_count else []))
         self.clients = Clients(store, self.current_version, clock=store.clock, limits=clients_limits or ClientsLimits())
         self.propagation = Propagations(self.clients, self.holds, self.current_version, subscribed_within)
 
     def current_version(self, names: tuple[str, ...]) -> str:
         return combined_version(self.store.version(n) or empty_version(n) for n in names)
+
+    def version(self, name: str) -> str:
+        """The current version of one service (the one REST polls see for it alone)."""
+        return self.store.version(name) or empty_version(name)
+
+    def resource(self, name: str) -> tuple[str, dict]:
+        """The current (version, ClusterLoadAssignment) of one service; no service: one with no endpoints."""
+        version = self.version(name)
+        cached = self._resources.get(name)
+        if cached is not None and cached[0] == version:
+            return cached
+        service = self.store.get(name)
+        # As in `_render`: the version of what was read, even when a write landed in between.
+        rendered = self._resources[name] = (version_of(name, service), assignment(name, service))
+        while len(self._resources) > self.cache_size:
+            self._resources.pop(next(iter(self._resources)))
+        return rendered
 
     def poll(self, request: DiscoveryRequest, hold: float = 0.0) -> Answer:
         """A REST poll: answered (held up to `hold` seconds when nothing is new), and noted in the clients view

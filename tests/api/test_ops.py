@@ -67,6 +67,12 @@ def test_clients_view_shows_each_node_and_which_one_is_stuck(client):
         "polls": 2,
         "stuck": False,
         "subscribed": True,
+        "transport": "rest",
+        "mode": "poll",
+        "sent_version": first,
+        "rejected": False,
+        "rejected_version": None,
+        "error": None,
     }
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}\+00:00", rows["good"]["last_poll"])
     assert rows["bad"]["version_held"] == "an-old-version"

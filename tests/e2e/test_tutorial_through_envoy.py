@@ -3,34 +3,11 @@
 import time
 
 from scripts.processes import wait_until
-
-# The tutorial's host, on a loopback upstream instead of its WSL address.
-TAGS = {"az": "us-central1-a", "canary": False, "load_balancing_weight": 50}
-
-
-def answered_by(envoy, name: str, timeout: float = 10) -> None:
-    wait_until(lambda: envoy.get().text.strip() == name, timeout=timeout, what=f"traffic reaching {name}")
+from tests.e2e.conftest import tutorial_sequence
 
 
 def test_the_tutorial_sequence(envoy, myservice, upstreams):
-    response = envoy.get()
-    assert (response.status_code, response.text) == (503, "no healthy upstream")
-
-    hello1, hello2 = upstreams("hello-world1"), upstreams("hello-world2")
-    myservice.post(hello1.host(tags=TAGS))
-    answered_by(envoy, "hello-world1")
-    assert envoy.spread(10) == {"hello-world1": 10}
-
-    myservice.put()
-    envoy.wait_for_ports([])
-    response = envoy.get()
-    assert (response.status_code, response.text) == (503, "no healthy upstream")
-
-    myservice.put(hello1.host(tags=TAGS), hello2.host(tags=TAGS))
-    envoy.wait_for_ports([hello1.port, hello2.port])
-    # Equal weights, round robin in each of Envoy's worker threads: near an even split.
-    spread = envoy.spread(40)
-    assert set(spread) == {"hello-world1", "hello-world2"} and min(spread.values()) >= 15, spread
+    tutorial_sequence(envoy, myservice, upstreams)
 
 
 def test_deleting_the_service_removes_every_endpoint(envoy, myservice, upstreams):

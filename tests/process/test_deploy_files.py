@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from eds_server.settings import load_settings
-from scripts.envoy import EDS_CLUSTER, LOCAL_BOOTSTRAP, envoy_binary
+from scripts.envoy import ADS_BOOTSTRAP, EDS_CLUSTER, GRPC_BOOTSTRAP, LOCAL_BOOTSTRAP, envoy_binary
 from scripts.processes import REPO
 
 from ..install import dockerfile
@@ -40,7 +40,9 @@ def envoy_validate(path) -> subprocess.CompletedProcess:
     )
 
 
-@pytest.mark.parametrize("bootstrap", [COMPOSE_BOOTSTRAP, LOCAL_BOOTSTRAP], ids=lambda p: p.name)
+@pytest.mark.parametrize(
+    "bootstrap", [COMPOSE_BOOTSTRAP, LOCAL_BOOTSTRAP, GRPC_BOOTSTRAP, ADS_BOOTSTRAP], ids=lambda p: p.name
+)
 def test_envoy_validates_the_bootstrap(bootstrap):
     result = envoy_validate(bootstrap)
     assert result.returncode == 0 and "OK" in result.stdout, result.stdout + result.stderr
@@ -50,6 +52,21 @@ def test_envoy_validate_does_refuse_a_broken_bootstrap(tmp_path):
     broken = tmp_path / "broken.yaml"
     broken.write_text(COMPOSE_BOOTSTRAP.read_text().replace("refresh_delay: ", "refresh_delay: x"))
     assert envoy_validate(broken).returncode != 0
+
+
+@pytest.mark.parametrize(
+    ("bootstrap", "api_type"), [(GRPC_BOOTSTRAP, "GRPC"), (ADS_BOOTSTRAP, "DELTA_GRPC")], ids=lambda v: str(v)
+)
+def test_the_grpc_bootstraps_stream_myservice_over_http2(bootstrap, api_type):
+    loaded = load(bootstrap)
+    eds_config = cluster(loaded, EDS_CLUSTER)["eds_cluster_config"]["eds_config"]
+    source = loaded["dynamic_resources"]["ads_config"] if "ads" in eds_config else eds_config["api_config_source"]
+    assert (source["api_type"], source["transport_api_version"]) == (api_type, "V3")
+    assert source["grpc_services"] == [{"envoy_grpc": {"cluster_name": "eds_cluster"}}]
+    options = cluster(loaded, "eds_cluster")["typed_extension_protocol_options"]
+    assert options["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"]["explicit_http_config"] == {
+        "http2_protocol_options": {}
+    }
 
 
 def test_the_compose_bootstrap_polls_myservice_over_rest_v3():

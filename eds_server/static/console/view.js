@@ -254,6 +254,8 @@ function hostGroup(service, group, fetchedAt) {
 function clientState(client) {
   if (client.subscribed === false)
     return badge("stopped polling", "muted", "no sign of life lately: not counted among the Envoys that must have a change");
+  if (client.transport === "grpc" && client.rejected)
+    return [badge("rejected", "bad", "Envoy NACKed the current version"), client.error ? longId(client.error, "span", { class: "sub" }) : null];
   if (client.stuck)
     return badge("stuck", "bad", "keeps asking with an older version after it was sent the current one: Envoy most likely rejected the update");
   if (client.in_sync) return badge("in sync", "good");
@@ -278,7 +280,7 @@ function clientsTable(name, clients) {
         class: client.stuck ? "stuck" : undefined,
         cells: [
           [client.node_id ? longId(client.node_id) : h("code", {}, "(no node id)"), client.cluster ? longId(client.cluster, "span", { class: "sub" }) : null],
-          [client.envoy_version ? longId(client.envoy_version, "span") : "unknown", h("span", { class: "sub" }, client.api)],
+          [client.envoy_version ? longId(client.envoy_version, "span") : "unknown", h("span", { class: "sub" }, client.transport === "grpc" ? `gRPC ${client.mode}` : client.api)],
           [
             client.version_held ? longId(client.version_held) : h("span", { class: "muted" }, "nothing yet"),
             client.in_sync ? null : h("span", { class: "sub" }, "current ", h("code", {}, client.current_version)),

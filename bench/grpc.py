@@ -1,0 +1,343 @@
+"""The gRPC figures of `make bench`: write-to-Envoy over gRPC, 10,000 ADS streams, delta against state of the world.
+
+Every figure comes from a real `python -m eds_server --grpc-port` on sqlite;
+the streams are simulated Envoys on grpc.aio in this process (many streams
+per HTTP/2 connection, as many Envoys behind few proxies would be; each
+stream its own node id), which shares the machine's two cores with the server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import statistics
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+import requests
+from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
+
+from eds_server.serving.limits import raise_open_files
+from scripts.processes import EdsServer, rss_kb, worker_pids
+from scripts.xds_client import XdsStream
+
+from . import long_poll
+
+CLA = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment"
+TRANSPORTS = ("GRPC", "DELTA_GRPC", "ADS", "ADS_DELTA")
+log = logging.getLogger("bench.grpc")
+
+
+def grpc_pid(server: EdsServer) -> int:
+    return next(
+        pid for pid in worker_pids(server.process.pid) if b"grpc_main" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    )
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def put(server: EdsServer, name: str, hosts: list[dict]) -> str:
+    answer = requests.put(f"{server.url}/edsservice/{name}", json={"hosts": hosts}, timeout=30)
+    answer.raise_for_status()
+    return answer.json()["version"]
+
+
+def hosts(count: int, first_port: int = 8000) -> list[dict]:
+    return [{"ip_address": f"10.1.{i // 250}.{i % 250 + 1}", "port": first_port + i} for i in range(count)]
+
+
+def server(tmp: Path, name: str, max_services: int = 20_000) -> EdsServer:
+    env = {"EDS_ACCESS_LOG": "false", "EDS_MAX_SERVICES": str(max_services)}
+    return EdsServer(tmp=tmp, store=f"sqlite:///{tmp}/{name}.db", workers=2, grpc=True, env=env).start()
+
+
+# -- a write to a real Envoy's traffic ---------------------------------------------
+def write_to_envoy(tmp: Path, writes: int) -> dict[str, list[float]]:
+    """Per transport: ms from a registry write acknowledged to Envoy holding the new host."""
+    eds = server(tmp, "grpc-envoy")
+    try:
+        return {t: long_poll.write_to_envoy(tmp, eds.url, eds.grpc_port, writes, transport=t) for t in TRANSPORTS}
+    finally:
+        eds.stop()
+
+
+# -- thousands of ADS streams --------------------------------------------------------
+@dataclass
+class ManyStreams:
+    streams: int
+    connections: int
+    rss_mb_before: float
+    rss_mb_open: float
+    cpu_percent_idle: float
+    reached_ms: float  # one write to the last stream subscribed to it
+    reached: int
+    push_cpu_seconds: float  # the gRPC process's CPU from the write to the last push read
+
+    @property
+    def kb_per_stream(self) -> float:
+        return (self.rss_mb_open - self.rss_mb_before) * 1024 / self.streams
+
+
+class _SimulatedEnvoy:
+    """One ADS state-of-the-world stream: subscribes to `name`, ACKs each response, notes when one arrived.
+
+    A stream that fails is opened again, as Envoy does (its failures are counted).
+    """
+
+    def __init__(self, channel: grpc.aio.Channel, node: str, name: str):
+        self.node, self.name = node, name
+        self.stub = ads_pb2_grpc.AggregatedDiscoveryServiceStub(channel)
+        self.versions: list[tuple[str, float]] = []
+        self.first = asyncio.Event()
+        self.failures = 0
+
+    async def _requests(self, acks: asyncio.Queue):
+        yield discovery_pb2.DiscoveryRequest(node={"id": self.node}, resource_names=[self.name], type_url=CLA)
+        while True:
+            yield await acks.get()
+
+    async def run(self) -> None:
+        while True:
+            acks: asyncio.Queue = asyncio.Queue()
+
+            try:
+                async for response in self.stub.StreamAggregatedResources(self._requests(acks)):
+                    self.versions.append((response.version_info, time.monotonic()))
+                    self.first.set()
+                    await acks.put(
+                        discovery_pb2.DiscoveryRequest(
+                            version_info=response.version_info,
+                            response_nonce=response.nonce,
+                            resource_names=[self.name],
+                            type_url=CLA,
+                        )
+                    )
+            except grpc.aio.AioRpcError:
+                self.failures += 1
+                await asyncio.sleep(0.1)
+
+
+def many_streams(tmp: Path, streams: int, connections: int) -> ManyStreams:
+    """`streams` ADS streams over `connections` HTTP/2 connections, all subscribed to one service."""
+    raise_open_files(log)
+    eds = server(tmp, "grpc-many")
+    try:
+        put(eds, "fleet", hosts(10))
+        pid = grpc_pid(eds)
+        rss_before = rss_kb(pid) / 1024
+
+        async def run() -> ManyStreams:
+            channels = [
+                grpc.aio.insecure_channel(eds.grpc_target, options=[("grpc.use_local_subchannel_pool", 1)])
+                for _ in range(connections)
+            ]
+            envoys = [_SimulatedEnvoy(channels[i % connections], f"bench-{i}", "fleet") for i in range(streams)]
+            tasks = []
+            for index, envoy in enumerate(envoys):
+                tasks.append(asyncio.create_task(envoy.run()))
+                if index % 500 == 499:
+                    await asyncio.sleep(0.2)  # a fleet comes up in waves
+            await asyncio.wait_for(asyncio.gather(*(e.first.wait() for e in envoys)), 300)
+            await asyncio.sleep(3)  # ACKs land, the clients view flushes
+            cpu_before, since = cpu_seconds(pid), time.monotonic()
+            await asyncio.sleep(5)
+            idle = (cpu_seconds(pid) - cpu_before) / (time.monotonic() - since) * 100
+            rss_open = rss_kb(pid) / 1024
+            cpu_at_write = cpu_seconds(pid)
+            written = time.monotonic()
+            version = await asyncio.to_thread(put, eds, "fleet", hosts(11))
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                arrived = [at for envoy in envoys for v, at in envoy.versions if v == version]
+                if len(arrived) == streams:
+                    break
+                await asyncio.sleep(0.01)
+            push_cpu = cpu_seconds(pid) - cpu_at_write
+            for task in tasks:
+                task.cancel()
+            for channel in channels:
+                await channel.close()
+            reached_ms = (max(arrived) - written) * 1000 if arrived else float("nan")
+            return ManyStreams(streams, connections, rss_before, rss_open, idle, reached_ms, len(arrived), push_cpu)
+
+        return asyncio.run(run())
+    finally:
+        eds.stop()
+
+
+# -- why grpc.aio: a thread per stream ---------------------------------------------------
+@dataclass
+class ThreadedStreams:
+    streams: int
+    rss_mb_before: float
+    rss_mb_open: float
+    threads: int
+
+    @property
+    def kb_per_stream(self) -> float:
+        return (self.rss_mb_open - self.rss_mb_before) * 1024 / self.streams
+
+
+def _threaded_server(port: int, streams: int) -> None:
+    """grpcio's threaded server: a stream-stream RPC holds a pool thread for as long as it is open."""
+    from concurrent import futures
+
+    class Holding(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
+        def StreamAggregatedResources(self, request_iterator, context):  # noqa: N802
+            for request in request_iterator:
+                yield discovery_pb2.DiscoveryResponse(type_url=request.type_url, nonce="1")
+
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=streams + 16), options=[("grpc.so_reuseport", 0)])
+    ads_pb2_grpc.add_AggregatedDiscoveryServiceServicer_to_server(Holding(), server)
+    server.add_insecure_port(f"127.0.0.1:{port}")
+    server.start()
+    server.wait_for_termination()
+
+
+def threaded_streams(streams: int, connections: int) -> ThreadedStreams:
+    """The same streams held open on grpcio's threaded server, in a process of its own."""
+    import multiprocessing
+
+    from scripts.processes import free_port
+
+    port = free_port()
+    child = multiprocessing.get_context("spawn").Process(target=_threaded_server, args=(port, streams), daemon=True)
+    child.start()
+    try:
+        time.sleep(2)
+        rss_before = rss_kb(child.pid) / 1024
+
+        async def run() -> ThreadedStreams:
+            channels = [grpc.aio.insecure_channel(f"127.0.0.1:{port}") for _ in range(connections)]
+            envoys = [_SimulatedEnvoy(channels[i % connections], f"thread-{i}", CLA) for i in range(streams)]
+            tasks = [asyncio.create_task(envoy.run()) for envoy in envoys]
+            await asyncio.wait_for(asyncio.gather(*(e.first.wait() for e in envoys)), 120)
+            await asyncio.sleep(2)
+            threads = int(next(line.split()[1] for line in Path(f"/proc/{child.pid}/status").read_text().splitlines()
+                               if line.startswith("Threads:")))  # fmt: skip
+            rss_open = rss_kb(child.pid) / 1024
+            for task in tasks:
+                task.cancel()
+            for channel in channels:
+                await channel.close()
+            return ThreadedStreams(streams, rss_before, rss_open, threads)
+
+        return asyncio.run(run())
+    finally:
+        child.kill()
+        child.join()
+
+
+# -- one delta client on 1,000 services -----------------------------------------------
+@dataclass
+class DeltaBytes:
+    services: int
+    initial_bytes: int  # the first response: every subscribed service
+    delta_bytes: int  # one service changed, delta
+    delta_resources: int
+    sotw_bytes: int  # one service changed, state of the world (EDS: only what changed)
+    sotw_resources: int
+
+
+def delta_against_sotw(tmp: Path, services: int) -> DeltaBytes:
+    eds = server(tmp, "grpc-delta")
+    names = [f"svc-{i}" for i in range(services)]
+    try:
+        for name in names:
+            put(eds, name, hosts(10))
+        with grpc.insecure_channel(eds.grpc_target, options=[("grpc.max_receive_message_length", 64 << 20)]) as ch:
+            delta, sotw = XdsStream(ch, "DeltaAggregatedResources"), XdsStream(ch, "StreamAggregatedResources")
+            delta.send(node={"id": "bench-delta"}, resource_names_subscribe=names)
+            sotw.send(node={"id": "bench-sotw"}, resource_names=names)
+            first_delta, first_sotw = delta.receive(60), sotw.receive(60)
+            delta.send(response_nonce=first_delta.nonce)
+            sotw.send(version_info=first_sotw.version_info, response_nonce=first_sotw.nonce, resource_names=names)
+            put(eds, names[services // 2], hosts(11))
+            changed_delta, changed_sotw = delta.receive(30), sotw.receive(30)
+            delta.close()
+            sotw.close()
+        return DeltaBytes(
+            services,
+            first_delta.ByteSize(),
+            changed_delta.ByteSize(),
+            len(changed_delta.resources),
+            changed_sotw.ByteSize(),
+            len(changed_sotw.resources),
+        )
+    finally:
+        eds.stop()
+
+
+# -- the report ------------------------------------------------------------------------
+def measure(tmp: Path, writes: int, streams: int, connections: int, delta_services: int) -> dict:
+    return {
+        "envoy": write_to_envoy(tmp, writes),
+        "many": many_streams(tmp, streams, connections),
+        "threaded": threaded_streams(min(streams, 2000), connections),
+        "delta": delta_against_sotw(tmp, delta_services),
+    }
+
+
+def _percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]
+
+
+def render(figures: dict) -> str:
+    many: ManyStreams = figures["many"]
+    threaded: ThreadedStreams = figures["threaded"]
+    delta: DeltaBytes = figures["delta"]
+    rows = []
+    for transport, values in figures["envoy"].items():
+        median, p99 = statistics.median(values), _percentile(values, 0.99)
+        met = "met" if median < 5 and p99 < 20 else "NOT met"
+        rows.append(f"| {transport} | {len(values)} | {median:.1f} | {p99:.1f} | {min(values):.1f} | {met} |")
+    reached = "met" if many.reached == many.streams and many.reached_ms < 1000 else "NOT met"
+    return "\n".join(
+        [
+            "## gRPC",
+            "",
+            "From a registry write being acknowledged to a real Envoy 1.40 holding the new host (admin",
+            "`/clusters`, read every millisecond), over each gRPC transport, the shipped gRPC bootstraps",
+            "(target: median < 5 ms, p99 < 20 ms):",
+            "",
+            "| Envoy api_type | writes | median ms | p99 ms | fastest ms | target |",
+            "|---|---|---|---|---|---|",
+            *rows,
+            "",
+            f"{many.streams:,} simulated Envoys, each an ADS state-of-the-world stream with its own node id, "
+            f"over {many.connections} HTTP/2 connections, all subscribed to one 10-host service, each ACKing every "
+            "response; the gRPC process (one asyncio process) measured:",
+            "",
+            f"- memory (resident): {many.rss_mb_before:.0f} MB before, {many.rss_mb_open:.0f} MB with the streams "
+            f"open: **{many.kb_per_stream:.1f} KB per stream**",
+            f"- CPU with every stream open and nothing changing: {many.cpu_percent_idle:.1f}% of one core",
+            f"- one write reached {many.reached:,} of {many.streams:,} streams in **{many.reached_ms:.0f} ms** "
+            f"(write acknowledged to the last push read by the clients; target < 1 s: {reached}); the gRPC "
+            f"process used {many.push_cpu_seconds:.2f} s of CPU meanwhile "
+            f"({many.push_cpu_seconds / many.streams * 1e6:.0f} us per stream: its push, and its ACK read back)",
+            "",
+            "Why gRPC runs in an asyncio process of its own: gunicorn's gevent workers cannot serve grpcio (its",
+            "core polls and runs threads that gevent does not patch), and grpcio's threaded server holds a pool",
+            f"thread for each open stream. Measured the same way, {threaded.streams:,} ADS streams held open on",
+            f"grpcio's threaded server took {threaded.threads:,} threads and {threaded.kb_per_stream:.1f} KB per",
+            f"stream; on grpc.aio, {many.kb_per_stream:.1f} KB per stream and no thread per stream.",
+            "",
+            f"One client subscribed to {delta.services:,} services of 10 hosts each; one of them changes "
+            "(protobuf bytes of the response):",
+            "",
+            "| response | resources | bytes |",
+            "|---|---|---|",
+            f"| first response (every service) | {delta.services:,} | {delta.initial_bytes:,} |",
+            f"| delta, one service changed | {delta.delta_resources} | {delta.delta_bytes:,} |",
+            f"| state of the world, one service changed (EDS sends only what changed) | {delta.sotw_resources} "
+            f"| {delta.sotw_bytes:,} |",
+            "",
+        ]
+    )
