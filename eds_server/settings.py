@@ -60,6 +60,11 @@ class Settings:
     # Seed data: the config file's services: key plus the seed file's,
     # {service name: {"hosts": [...], "policy": {...}}}; created at start-up when missing.
     services: dict[str, Any] = field(default_factory=dict)
+    # Access lines for successful polls (200, 304, held) too. Off: every Envoy polls every second or
+    # two, these lines are all alike, the metrics count them, and writing them costs a large share of
+    # the poll throughput (docs/PERFORMANCE.md). On to follow one Envoy. Writes, refusals, errors and
+    # failed polls have their access lines either way (with access_log on).
+    access_log_polls: bool = False
 
 
 # The flags of `python -m eds_server`; every one also reads EDS_<NAME> from the environment.

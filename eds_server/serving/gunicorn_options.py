@@ -78,6 +78,6 @@ def gunicorn_options(settings: Settings) -> dict[str, Any]:
         "access_log_format": ACCESS_FORMAT,
         "errorlog": "-",
         "loglevel": settings.log_level,
-        "logger_class": logger_class(settings.log_format),
+        "logger_class": logger_class(settings.log_format, settings.access_log_polls),
         "proc_name": "eds-server",
     }

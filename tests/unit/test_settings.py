@@ -55,3 +55,8 @@ def test_unknown_key_in_the_config_file(tmp_path):
     config.write_text("prot: 7000\n")
     with pytest.raises(SettingsError, match="unknown setting 'prot'"):
         load_settings(["--config", str(config)], environ={})
+
+
+def test_successful_polls_are_left_out_of_the_access_log_unless_asked_for():
+    assert load_settings([], environ={}).access_log_polls is False
+    assert load_settings([], environ={"EDS_ACCESS_LOG_POLLS": "true"}).access_log_polls is True
