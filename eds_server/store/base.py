@@ -126,7 +126,12 @@ class Store(ABC):
 
     @abstractmethod
     def version(self, name: str) -> str | None:
-        """The stored version of a service, None when it does not exist. The poll path's one read."""
+        """The stored version of a service, None when it does not exist. The poll path's one read.
+
+        It reflects every write that returned before the call, whichever worker or replica made
+        it; a backend may answer from memory while it knows that no write happened since it
+        read (sqlite: a generation counter in shared memory, store/generation.py).
+        """
 
     @abstractmethod
     def due_for_expiry(self, now: float) -> list[str]:

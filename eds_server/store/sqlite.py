@@ -3,19 +3,25 @@
 WAL lets polls read while a write commits; `BEGIN IMMEDIATE` takes the write
 lock before reading, so two workers updating one service serialise instead of
 losing an update; synchronous=FULL makes an acknowledged write survive a crash.
+
+Every write that changed a service bumps the shared generation beside the
+database (store/generation.py) after its commit and before it returns, so a
+poll reads a version from the database only when some write happened since
+this process last read it; otherwise from memory. The same counter is what
+wakes held polls.
 """
 
 from __future__ import annotations
 
 import os
 import sqlite3
-import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from ..model import Service
 from .base import Change, ClientRow, Store, StoreUnavailable, dump_client, dump_service, load_client, load_service
+from .generation import CachedVersions, SharedGeneration
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS services (
@@ -34,9 +40,8 @@ CREATE TABLE IF NOT EXISTS clients (
 );
 """
 BUSY_TIMEOUT_SECONDS = 30
-# How often a waiting watcher asks SQLite whether any connection committed:
-# one `PRAGMA data_version` (a few microseconds) per interval and worker,
-# shared by every held poll; a change reaches held polls within this.
+# How often a waiting watcher looks at the shared generation (a read of shared
+# memory) per worker, for every held poll at once; a change reaches held polls within this.
 CHANGE_CHECK_INTERVAL = 0.01
 
 
@@ -53,11 +58,10 @@ class SqliteStore(Store):
         # of real threads that use the store at once. (list.pop and append
         # are atomic: the pool needs no lock.)
         self._idle: list[sqlite3.Connection] = []
-        # data_version counts commits by *other* connections, so the watcher
-        # has a connection of its own that never writes.
-        self._watch_conn: sqlite3.Connection | None = None
-        self._data_version_seen: int | None = None
-        self._watch_lock = threading.Lock()  # close() must not pull the connection from under a check
+        self.generation = SharedGeneration(path + "-generation")
+        self._generation_bumped_in: int | None = None  # the process that bumped on connecting
+        self._versions = CachedVersions(self.generation, self._stored_version)
+        self._generation_seen: int | None = None  # by the previous wait_for_change
         with self._connection() as conn:
             conn.executescript(SCHEMA)
 
@@ -70,6 +74,18 @@ class SqliteStore(Store):
             conn.execute("PRAGMA synchronous=FULL")
         except sqlite3.Error as error:
             raise StoreUnavailable(f"cannot open sqlite store {self.path}: {error}") from error
+        if self._generation_bumped_in != os.getpid():
+            # A process (re)starting on this database, such as the replacement of a worker
+            # killed between a commit and its bump, makes every process read versions again.
+            # (This first bump also opens what later bumps need: none fails after a commit.)
+            try:
+                self.generation.bump()
+            except OSError as error:
+                conn.close()
+                raise StoreUnavailable(
+                    f"cannot open sqlite store {self.path}: {self.generation.path}: {error.strerror}"
+                ) from error
+            self._generation_bumped_in = os.getpid()
         return conn
 
     def _take(self) -> sqlite3.Connection:
@@ -98,7 +114,10 @@ class SqliteStore(Store):
         return [load_service(row[0]) for row in self._fetch("SELECT record FROM services ORDER BY name")]
 
     def version(self, name: str) -> str | None:
-        conn = self._take()  # the poll path: no context manager
+        return self._versions.version(name)
+
+    def _stored_version(self, name: str) -> str | None:
+        conn = self._take()  # the poll path (after a write): no context manager
         try:
             row = conn.execute("SELECT version FROM services WHERE name = ?", (name,)).fetchone()
         finally:
@@ -126,21 +145,12 @@ class SqliteStore(Store):
         except sqlite3.Error as error:
             raise StoreUnavailable(f"sqlite store {self.path}: {error}") from error
 
-    def _data_version(self) -> int:
-        with self._watch_lock:
-            if self._watch_conn is None:
-                self._watch_conn = self._connect()
-            try:
-                return self._watch_conn.execute("PRAGMA data_version").fetchone()[0]
-            except sqlite3.Error as error:
-                raise StoreUnavailable(f"sqlite store {self.path}: {error}") from error
-
     def wait_for_change(self, timeout: float) -> bool:
         deadline = time.monotonic() + timeout
         while True:
-            data_version = self._data_version()
-            seen, self._data_version_seen = self._data_version_seen, data_version
-            if seen is not None and data_version != seen:
+            generation = self.generation.value()
+            seen, self._generation_seen = self._generation_seen, generation
+            if seen is not None and generation != seen:
                 return True
             left = deadline - time.monotonic()
             if left <= 0:
@@ -149,10 +159,6 @@ class SqliteStore(Store):
 
     def close(self) -> None:
         idle, self._idle = self._idle, []
-        with self._watch_lock:
-            if self._watch_conn is not None:
-                idle.append(self._watch_conn)
-                self._watch_conn, self._data_version_seen = None, None
         for conn in idle:
             conn.close()
 
@@ -168,6 +174,12 @@ class SqliteStore(Store):
             conn.execute("COMMIT")
 
     def _atomically(self, name: str, step: Callable) -> Change:
+        change = self._commit(name, step)
+        if change.before is not change.after:
+            self.generation.bump()  # committed, and not yet acknowledged: see store/generation.py
+        return change
+
+    def _commit(self, name: str, step: Callable) -> Change:
         with self._transaction() as conn:
             row = conn.execute("SELECT record, version FROM services WHERE name = ?", (name,)).fetchone()
             current = load_service(row[0]) if row else None
