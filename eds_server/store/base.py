@@ -19,6 +19,8 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import orjson
+
 from ..model import Expected, PreconditionFailed, Service
 
 # (service name, service or None when it does not exist) -> version string
@@ -101,12 +103,16 @@ def load_service(text: str) -> Service:
 
 
 def dump_client(row: ClientRow) -> str:
-    """The stored form of a clients-view row (JSON text), as every backend keeps it."""
-    return json.dumps(dataclasses.asdict(row), separators=(",", ":"))
+    """The stored form of a clients-view row (JSON text), as every backend keeps it.
+
+    orjson writes a dataclass as it is, without `dataclasses.asdict`'s deep copy, which cost
+    more than the rest of a batch: a worker writes a row per Envoy node it answered, every second.
+    """
+    return orjson.dumps(row).decode()
 
 
 def load_client(text: str) -> ClientRow:
-    fields = json.loads(text)
+    fields = orjson.loads(text)
     fields["resource_names"] = tuple(fields["resource_names"])
     return ClientRow(**fields)
 
