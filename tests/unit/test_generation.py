@@ -14,9 +14,7 @@ BUMPS = 2000
 
 
 def bump_from_threads(generation: SharedGeneration, threads: int = 2) -> None:
-    workers = [
-        threading.Thread(target=lambda: [generation.bump() for _ in range(BUMPS)]) for _ in range(threads)
-    ]
+    workers = [threading.Thread(target=lambda: [generation.bump() for _ in range(BUMPS)]) for _ in range(threads)]
     for worker in workers:
         worker.start()
     for worker in workers:
