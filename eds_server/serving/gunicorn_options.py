@@ -13,13 +13,13 @@ app under gevent reached 8,400-11,200/s and eds-server 7,000-9,000/s
 up-to-date polls (docs/PERFORMANCE.md). sync cannot hold a poll without
 blocking its whole worker, and gthread holds one poll per thread. Long-poll
 holds every idle Envoy's poll for up to ~25 s: under gevent that is one
-greenlet each (~18 KB measured for 2,000 held polls, 1.4-5% of a core while
-nothing changes, across runs), and one write released all 2,000 in 0.3-0.4 s.
-Nothing on the poll path blocks for long: a store read is microseconds,
-writes are short transactions.
+greenlet each (memory, idle CPU and the release of 10,000 held polls by one
+write: docs/PERFORMANCE.md). Nothing on the poll path blocks for long: a
+store read is microseconds, writes are short transactions.
 
 Workers: 2 by default, one per core of the machine this was measured on; every
-worker holds its own share of the Envoys' connections.
+worker holds its own share of the Envoys' connections, as many as the
+open-files limit allows (serving/limits.py).
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ import ssl
 from typing import Any
 
 from ..settings import Settings
+from .limits import WORKER_CONNECTIONS
 from .logs import ACCESS_FORMAT, logger_class
 
 
@@ -54,7 +55,8 @@ def tls_options(settings: Settings) -> dict[str, Any]:
     }
 
 
-def gunicorn_options(settings: Settings) -> dict[str, Any]:
+def gunicorn_options(settings: Settings, worker_connections: int = WORKER_CONNECTIONS) -> dict[str, Any]:
+    """`worker_connections`: what the open-files limit allows a worker (serving/limits.py)."""
     return {
         **tls_options(settings),
         "bind": [bind_address(settings.host, settings.port)],
@@ -62,7 +64,7 @@ def gunicorn_options(settings: Settings) -> dict[str, Any]:
         "worker_class": "eds_server.serving.worker.EdsWorker",
         # Each Envoy keeps one connection (and, long-polling, one held request)
         # per EDS cluster: connections, not CPU, bound a gevent worker.
-        "worker_connections": 10_000,
+        "worker_connections": worker_connections,
         # Envoy keeps one connection to its xDS cluster and reuses it for every
         # poll; closing it after 2 s (the default) would add a handshake to most polls.
         "keepalive": 75,

@@ -17,7 +17,7 @@ from ..store import Store, open_store
 from ..telemetry.metrics import FLUSH_INTERVAL as METRICS_FLUSH_INTERVAL
 from ..telemetry.metrics import enable_multiprocess, worker_gone
 from ..xds import version_of
-from . import logs
+from . import limits, logs
 from .background import Periodic, ttl_sweeper
 from .gunicorn_options import gunicorn_options
 
@@ -25,11 +25,11 @@ log = logging.getLogger("eds_server")
 
 
 class Server(BaseApplication):
-    def __init__(self, settings: Settings, store: Store, metrics_dir: str):
+    def __init__(self, settings: Settings, store: Store, metrics_dir: str, worker_connections: int):
         self.settings = settings
         self.store = store
         self.metrics_dir = metrics_dir
-        self.options: dict[str, Any] = gunicorn_options(settings)
+        self.options: dict[str, Any] = gunicorn_options(settings, worker_connections)
         super().__init__()
 
     def load_config(self) -> None:
@@ -93,6 +93,9 @@ def serve(settings: Settings) -> None:
     warning = writes_open_warning(settings)
     if warning:
         log.warning("\n%s\n%s\n%s", "!" * 78, warning, "!" * 78)
+    connections, too_few = limits.worker_connections(limits.raise_open_files_limit())
+    if too_few:
+        log.warning(too_few)
     store = open_store(settings.store, version_of)
     try:
         start_up(settings, store)
@@ -104,4 +107,4 @@ def serve(settings: Settings) -> None:
     # made before the workers fork so that /metrics on any of them adds up all.
     metrics_dir = tempfile.mkdtemp(prefix="eds-server-metrics-")
     enable_multiprocess(metrics_dir)
-    Server(settings, store, metrics_dir).run()
+    Server(settings, store, metrics_dir, connections).run()
