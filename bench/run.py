@@ -130,12 +130,17 @@ class Server:
         stop(self.process)
 
 
-def eds_server(tmp: Path, db: Path, workers: int, services: int = 10_000) -> Server:
+# The settings of every section but the comparison with the defaults (bench/defaults.py): the access
+# log off, as for the bare app.
+TUNED = {"EDS_ACCESS_LOG": "false"}
+
+
+def eds_server(tmp: Path, db: Path, workers: int, services: int = 10_000, settings: dict | None = None) -> Server:
+    """`settings`: EDS_ variables (TUNED unless given; {} runs the defaults)."""
     port = free_port()
     args = ["-m", "eds_server", "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers)]
     args += ["--store", f"sqlite:///{db}"]
-    # The access log off, as for the bare app: a line per poll is the operator's choice, not the stack's limit.
-    env = {"EDS_ACCESS_LOG": "false", "EDS_MAX_SERVICES": str(services + 100)}
+    env = {**(TUNED if settings is None else settings), "EDS_MAX_SERVICES": str(services + 100)}
     return Server(tmp, args, "eds-server", port, env=env)
 
 
@@ -284,16 +289,6 @@ def long_poll_figures(tmp: Path, args) -> dict:
         figures["plain"] = long_poll.write_to_envoy(
             tmp, server.url, server.port, max(4, args.envoy_writes // 3), refresh_delay="1s", request_timeout="1s"
         )
-
-        def write() -> str:
-            answer = requests.post(
-                f"{server.url}/edsservice/{SERVICE}/hosts", json={"ip_address": "10.9.9.9", "port": 9}
-            )
-            return answer.json()["version"]
-
-        requests.put(f"{server.url}/edsservice/{SERVICE}", json={"hosts": hosts(10)}).raise_for_status()
-        version = requests.post(server.url + POLL, data=captured_body(None)).json()["version_info"]
-        figures["held"] = long_poll.held_clients(server, args.held_clients, captured_body(None), version, write)
     finally:
         server.stop()
     return figures
@@ -306,8 +301,6 @@ def render_long_poll(args, figures: dict) -> str:
         p99 = ordered[min(len(ordered) - 1, round(0.99 * (len(ordered) - 1)))]
         return f"| {mode} | {len(values)} | {statistics.median(values):.1f} | {p99:.1f} | {ordered[0]:.1f} |"
 
-    held = figures["held"]
-    per_poll_kb = (held.rss_mb_held - held.rss_mb_before) * 1024 / max(1, held.held)
     lines = [
         "## Long-poll",
         "",
@@ -321,19 +314,13 @@ def render_long_poll(args, figures: dict) -> str:
         ),
         latency("plain").replace("| plain |", "| plain polling (refresh_delay 1s, request_timeout 1s) |"),
         "",
-        f"{held.clients:,} simulated Envoys, each holding an Envoy-shaped poll (the captured 77 KB body, its own",
-        "node id, `x-envoy-expected-rq-timeout-ms: 30000`) on its own loopback connection to one server",
-        f"({args.workers} workers, sqlite):",
-        "",
-        f"- polls held at once: {held.held:,}",
-        f"- worker memory (resident, all workers): {held.rss_mb_before:.0f} MB before, {held.rss_mb_held:.0f} MB "
-        f"while holding them ({per_poll_kb:.1f} KB per held poll)",
-        f"- worker CPU while holding them, nothing changing: {held.cpu_percent_held:.1f}% of one core",
-        f"- one write released them all in {held.release_ms:.0f} ms (write acknowledged to the last answer read); "
-        f"{held.released_ok:,} of {held.clients:,} answered 200 with the new version",
-        "",
     ]
     return "\n".join(lines)
+
+
+def load_average() -> str:
+    """The machine's 1, 5 and 15 minute load averages: how much else ran on its cores."""
+    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
 
 
 def machine() -> dict[str, str]:
@@ -356,7 +343,7 @@ def machine() -> dict[str, str]:
         "python": platform.python_version(),
         "stack": ", ".join(f"{p} {version(p)}" for p in ("gunicorn", "gevent", "flask", "flask-restx", "pysimdjson")),
         "wrk": subprocess.run(["wrk", "-v"], capture_output=True, text=True).stdout.split("\n")[0].split(" [")[0],
-        "load average at start": " ".join(Path("/proc/loadavg").read_text().split()[:3]),
+        "load average at start": load_average(),
     }
 
 
@@ -382,9 +369,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--services", type=int, default=10_000)
     parser.add_argument("--envoy-writes", type=int, default=30, help="writes timed to a real Envoy, long-poll")
-    parser.add_argument("--held-clients", type=int, default=2000)
+    parser.add_argument("--held-clients", type=int, default=10_000, help="simulated Envoys holding a poll")
+    parser.add_argument("--idle-seconds", type=float, default=10, help="how long CPU is measured while they hold")
     parser.add_argument("--report", type=Path, default=REPORT)
     args = parser.parse_args(argv)
+    # (Imported here: they import this module's helpers, and `python -m bench.run` runs it as __main__.)
+    from . import defaults, held_polls
 
     about = machine()
     with tempfile.TemporaryDirectory(prefix="eds-bench-") as name:
@@ -415,14 +405,20 @@ def main(argv: list[str] | None = None) -> int:
         for index in range(args.rounds):
             print(f"round {index + 1}/{args.rounds} ...", flush=True)
             rounds.append(one_round(tmp, args, answers, bodies, big_db))
+        as_shipped = defaults.measure(tmp, args, answers, bodies)
         print("long-poll ...", flush=True)
         long_poll = long_poll_figures(tmp, args)
-    history = record_run(args.report.with_name("bench-history.jsonl"), about, rounds, long_poll)
+        print(f"{args.held_clients} held polls ...", flush=True)
+        held = held_polls.measure(tmp, args)
+    headlines = {**defaults.headlines(as_shipped), **held_polls.headlines(held)}
+    history = record_run(args.report.with_name("bench-history.jsonl"), about, rounds, long_poll, headlines)
     report = "\n".join(
         (
             render(args, about, rounds, parse, dispatch, fill_seconds),
+            defaults.render(args, as_shipped),
             render_long_poll(args, long_poll),
-            render_history(history),
+            held_polls.render(args, held),
+            render_history(history, ratios={*SHORT_TITLES.values(), *defaults.HEADLINE_RATIOS}),
         )
     )
     print(report)
@@ -454,22 +450,27 @@ SHORT_TITLES = {
 }
 
 
-def record_run(path: Path, about: dict, rounds: list[Round], long_poll_figures: dict) -> list[dict]:
+def record_run(path: Path, about: dict, rounds: list[Round], long_poll_figures: dict, headlines: dict) -> list[dict]:
     """Appends this run's headline figures to `path` (one JSON object a line); returns every run recorded."""
     entry = {
         "date": about["date"],
         "load average at start": about["load average at start"],
         **{SHORT_TITLES[title]: round(spread(rounds, n, d)[0], 3) for title, (n, d, _) in TARGETS.items()},
         "write to Envoy, median ms": round(statistics.median(long_poll_figures["long-poll"]), 1),
-        "polls held": long_poll_figures["held"].held,
-        "all released by one write, ms": round(long_poll_figures["held"].release_ms),
+        **headlines,
     }
     with path.open("a") as history:
         history.write(json.dumps(entry) + "\n")
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-def render_history(entries: list[dict]) -> str:
+def table_head(columns: list[str]) -> list[str]:
+    """The first two lines of a markdown table with these column titles."""
+    return ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+
+
+def render_history(entries: list[dict], ratios: set[str]) -> str:
+    """Every recorded run, a column per headline; the `ratios` columns as percentages."""
     columns = list(entries[-1])
     lines = [
         "## Every recorded run",
@@ -478,14 +479,13 @@ def render_history(entries: list[dict]) -> str:
         "`make bench` adds a line to `docs/bench-history.jsonl`, and this table shows them all (throughput",
         "ratios are the median of each run's rounds).",
         "",
-        "| " + " | ".join(columns) + " |",
-        "|" + "---|" * len(columns),
+        *table_head(columns),
     ]
     for entry in entries:
         cells = []
         for column in columns:
             value = entry.get(column, "")
-            cells.append(f"{value:.0%}" if column in SHORT_TITLES.values() and value != "" else str(value))
+            cells.append(f"{value:.0%}" if column in ratios and value != "" else str(value))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -532,7 +532,7 @@ def render(args, about, rounds: list[Round], parse, dispatch, fill_seconds: floa
         "  the current version, a 200 poll an old one.",
         f"- No errors or unexpected statuses in any load run: {'yes' if errors == 0 else f'NO, {errors:.0f}'}.",
         "",
-        "## Polls against the limit of the stack",
+        "## Polls against the limit of the stack (tuned: access log off)",
         "",
         "| what | eds-server req/s | baseline req/s | ratio (lowest-highest) | target | CPU ratio |",
         "|---|---|---|---|---|---|",
@@ -602,6 +602,16 @@ def render(args, about, rounds: list[Round], parse, dispatch, fill_seconds: floa
         "statement, with its two file-lock calls), the clients view 5 us, the metrics 10 us. The poll",
         "metrics are since tallied in memory and written to prometheus-client's shared files once a",
         "second per worker, about 5 points of the ratio in back-to-back runs.",
+        "",
+        "The version read then left the poll path: SQLite writers bump a generation counter in shared",
+        "memory after each commit, and a worker reads versions again only when it moved",
+        "(`eds_server/store/generation.py`). Measured on 2026-12-01, one worker under wrk, the median",
+        "wall-clock time of each step per up-to-date poll (~0.4 us of each is the timing wrapper),",
+        "before and after: the version read 15.8 -> 1.6 us, the whole poll route 55 -> 39 us, of which",
+        "reading the body 14.7 us (the bare app pays it too), the digest 4.6 us, the clients view",
+        "4.0 us, the metrics 2.8 us. What is left above the bare app is these few steps, each a",
+        "dictionary or two behind a lock; the rest of a poll's cost is gunicorn's, which the bare app",
+        "pays alike (parsing the request ~35% of a worker's CPU, writing the answer ~20%).",
         "",
     ]
     return "\n".join(lines)
