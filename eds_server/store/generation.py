@@ -19,9 +19,9 @@ Why a poll sent after a write was acknowledged sees that write, whichever worker
   them (newer is harmless) or not: that write is not acknowledged yet, and a poll concurrent with a
   write may see either side of it, as with any database.
 - Writers in several processes: a bump is a read-modify-write under an exclusive `flock` of the file,
-  opened by each process for itself (gunicorn workers inherit the master's open file, and a `flock`
-  belongs to the open file, so an inherited one would not keep them apart), and under a lock within
-  the process for its threads: no bump is lost, and two writes always move the counter twice.
+  opened for that bump (a `flock` belongs to an open file, and gunicorn workers would share one
+  inherited from the master), and under a lock within the process for its threads: no bump is
+  lost, and two writes always move the counter twice.
 - Torn reads: the counter is one aligned 8-byte word, read and written whole through a memoryview of
   format "Q" (a single load or store on 64-bit CPUs, which is atomic for an aligned word on x86-64
   and arm64), so no reader sees half a bump.
@@ -57,8 +57,6 @@ class SharedGeneration:
         self.path = path
         self._lock = threading.Lock()
         self._word: memoryview | None = None
-        self._lock_fd: int | None = None  # this process's own open file, for flock
-        self._lock_fd_pid: int | None = None
 
     def value(self) -> int:
         """The number of bumps so far: a read of shared memory, no system call."""
@@ -68,19 +66,20 @@ class SharedGeneration:
         return word[0]
 
     def bump(self) -> int:
-        """Count one more write, atomically across processes; returns the new value."""
+        """Count one more write, atomically across processes; returns the new value.
+
+        The file is opened for each bump (a write costs an fsync; this is nothing beside it), so
+        the `flock` is always on an open file of this process's own, whoever forked it.
+        """
         word = self._word if self._word is not None else self._open()
         with self._lock:
-            if self._lock_fd_pid != os.getpid():
-                if self._lock_fd is not None:
-                    os.close(self._lock_fd)  # this process's copy of its parent's
-                self._lock_fd, self._lock_fd_pid = os.open(self.path, os.O_RDWR), os.getpid()
-            fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
+            fd = os.open(self.path, os.O_RDWR)
             try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
                 word[0] = (word[0] + 1) & 0xFFFF_FFFF_FFFF_FFFF
                 return word[0]
             finally:
-                fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+                os.close(fd)  # which releases the flock
 
     def _open(self) -> memoryview:
         with self._lock:

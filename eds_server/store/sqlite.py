@@ -78,8 +78,8 @@ class SqliteStore(Store):
             raise StoreUnavailable(f"cannot open sqlite store {self.path}: {error}") from error
         if self._generation_bumped_in != os.getpid():
             # A process (re)starting on this database, such as the replacement of a worker
-            # killed between a commit and its bump, makes every process read versions again.
-            # (This first bump also opens what later bumps need: none fails after a commit.)
+            # killed between a commit and its bump, makes every process read versions again;
+            # and a generation file that cannot be opened stops the store here, not after a commit.
             try:
                 self.generation.bump()
             except OSError as error:
@@ -178,7 +178,14 @@ class SqliteStore(Store):
     def _atomically(self, name: str, step: Callable) -> Change:
         change = self._commit(name, step)
         if change.before is not change.after:
-            self.generation.bump()  # committed, and not yet acknowledged: see store/generation.py
+            try:
+                self.generation.bump()  # committed, and not yet acknowledged: see store/generation.py
+            except OSError as error:
+                raise StoreUnavailable(
+                    f"the change to {name!r} was written, but the other workers could not be told "
+                    f"({self.generation.path}: {error.strerror}); until the next write they may answer what "
+                    "was there before: write it again"
+                ) from error
         return change
 
     def _commit(self, name: str, step: Callable) -> Change:

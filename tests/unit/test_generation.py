@@ -28,9 +28,9 @@ def bump_as_another_server(path: str) -> None:
 def test_no_bump_is_lost_between_forked_workers_their_threads_and_other_processes(tmp_path):
     path = str(tmp_path / "registry.db-generation")
     generation = SharedGeneration(path)
-    generation.bump()  # the master bumped (and holds its open file) before forking, as at start-up
+    generation.bump()  # the master bumped before forking, as at start-up
     fork = multiprocessing.get_context("fork")
-    # Forked workers inherit the master's object, mapping and open file; another process opens its own.
+    # Forked workers inherit the master's object and mapping; another server maps the file itself.
     processes = [fork.Process(target=bump_from_threads, args=(generation,)) for _ in range(3)]
     processes.append(fork.Process(target=bump_as_another_server, args=(path,)))
     for process in processes:
