@@ -524,7 +524,8 @@ def render(args, about, rounds: list[Round], parse, dispatch, fill_seconds: floa
         "## How it is measured",
         "",
         f"- {args.rounds} rounds, each load run {args.seconds:g} s; polls with {args.connections} keep-alive "
-        f"connections, writes with {args.write_connections}; {args.workers} gunicorn workers, access log off.",
+        f"connections, writes with {args.write_connections}; {args.workers} gunicorn workers, access log off (the",
+        "  tuned settings; the defaults are measured in a section of their own, below).",
         "- eds-server runs as `python -m eds_server` on a sqlite store. The baseline is `bench/bare_app.py`:",
         "  a WSGI app under the very same gunicorn options (worker class, workers, keep-alive) that reads the",
         "  body and returns the same bytes eds-server returns (or an empty 304): the limit of this stack here.",
