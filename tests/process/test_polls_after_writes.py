@@ -16,14 +16,19 @@ from scripts.processes import worker_pids
 V3_TYPE = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment"
 ROUNDS = 2000
 PATIENCE = 120  # seconds: a loaded machine does fewer rounds, never a timed assertion
+ESTABLISHED = "01"  # the state column of /proc/net/tcp
 
 
 def server_side_inode(server_port: int, client_port: int) -> str:
-    """The socket inode of the server's end of a loopback connection, from /proc/net/tcp."""
-    wanted = (f"0100007F:{server_port:04X}", f"0100007F:{client_port:04X}")
+    """The socket inode of the server's end of a loopback connection, from /proc/net/tcp.
+
+    Only an established one: an earlier connection on the same pair of ports may linger in
+    TIME_WAIT, with no socket (inode 0).
+    """
+    wanted = (f"0100007F:{server_port:04X}", f"0100007F:{client_port:04X}", ESTABLISHED)
     for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
         fields = line.split()
-        if (fields[1], fields[2]) == wanted:
+        if (fields[1], fields[2], fields[3]) == wanted:
             return fields[9]
     raise LookupError(f"no server socket for client port {client_port}")
 
