@@ -20,7 +20,7 @@ import grpc
 import requests
 from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 
-from eds_server.serving.limits import raise_open_files
+from eds_server.serving.limits import raise_open_files_limit
 from scripts.processes import EdsServer, rss_kb, worker_pids
 from scripts.xds_client import XdsStream
 
@@ -125,7 +125,7 @@ class _SimulatedEnvoy:
 
 def many_streams(tmp: Path, streams: int, connections: int) -> ManyStreams:
     """`streams` ADS streams over `connections` HTTP/2 connections, all subscribed to one service."""
-    raise_open_files(log)
+    raise_open_files_limit()
     eds = server(tmp, "grpc-many")
     try:
         put(eds, "fleet", hosts(10))

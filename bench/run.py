@@ -41,6 +41,7 @@ from scripts.processes import REPO, free_port, rss_kb, start, stop, wait_until, 
 from . import failover, hardening, long_poll, propagation
 from . import grpc as grpc_bench
 from .report import (
+    SHORT_TITLES,
     Round,
     hand_written_sections,
     record_run,
@@ -142,12 +143,17 @@ class Server:
         stop(self.process)
 
 
-def eds_server(tmp: Path, db: Path, workers: int, services: int = 10_000) -> Server:
+# The settings of every section but the comparison with the defaults (bench/defaults.py): the access
+# log off, as for the bare app.
+TUNED = {"EDS_ACCESS_LOG": "false"}
+
+
+def eds_server(tmp: Path, db: Path, workers: int, services: int = 10_000, settings: dict | None = None) -> Server:
+    """`settings`: EDS_ variables (TUNED unless given; {} runs the defaults)."""
     port = free_port()
     args = ["-m", "eds_server", "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers)]
     args += ["--store", f"sqlite:///{db}"]
-    # The access log off, as for the bare app: a line per poll is the operator's choice, not the stack's limit.
-    env = {"EDS_ACCESS_LOG": "false", "EDS_MAX_SERVICES": str(services + 100)}
+    env = {**(TUNED if settings is None else settings), "EDS_MAX_SERVICES": str(services + 100)}
     return Server(tmp, args, "eds-server", port, env=env)
 
 
@@ -288,16 +294,6 @@ def long_poll_figures(tmp: Path, args) -> dict:
         figures["plain"] = long_poll.write_to_envoy(
             tmp, server.url, server.port, max(4, args.envoy_writes // 3), refresh_delay="1s", request_timeout="1s"
         )
-
-        def write() -> str:
-            answer = requests.post(
-                f"{server.url}/edsservice/{SERVICE}/hosts", json={"ip_address": "10.9.9.9", "port": 9}
-            )
-            return answer.json()["version"]
-
-        requests.put(f"{server.url}/edsservice/{SERVICE}", json={"hosts": hosts(10)}).raise_for_status()
-        version = requests.post(server.url + POLL, data=captured_body(None)).json()["version_info"]
-        figures["held"] = long_poll.held_clients(server, args.held_clients, captured_body(None), version, write)
     finally:
         server.stop()
     return figures
@@ -310,6 +306,11 @@ def propagation_section(tmp: Path, workers: int, writes: int) -> str:
         return propagation.figures(server, captured_body(None), writes, workers, Settings().subscribed_within)
     finally:
         server.stop()
+
+
+def load_average() -> str:
+    """The machine's 1, 5 and 15 minute load averages: how much else ran on its cores."""
+    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
 
 
 def machine() -> dict[str, str]:
@@ -332,7 +333,7 @@ def machine() -> dict[str, str]:
         "python": platform.python_version(),
         "stack": ", ".join(f"{p} {version(p)}" for p in ("gunicorn", "gevent", "flask", "flask-restx", "pysimdjson")),
         "wrk": subprocess.run(["wrk", "-v"], capture_output=True, text=True).stdout.split("\n")[0].split(" [")[0],
-        "load average at start": " ".join(Path("/proc/loadavg").read_text().split()[:3]),
+        "load average at start": load_average(),
     }
 
 
@@ -345,13 +346,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--services", type=int, default=10_000)
     parser.add_argument("--envoy-writes", type=int, default=30, help="writes timed to a real Envoy, long-poll")
-    parser.add_argument("--held-clients", type=int, default=2000)
+    parser.add_argument("--held-clients", type=int, default=10_000, help="simulated Envoys holding a poll")
+    parser.add_argument("--idle-seconds", type=float, default=10, help="how long CPU is measured while they hold")
     parser.add_argument("--wait-writes", type=int, default=20, help="writes waited for, per simulated fleet")
     parser.add_argument("--grpc-streams", type=int, default=10_000, help="concurrent ADS streams")
     parser.add_argument("--grpc-connections", type=int, default=100, help="HTTP/2 connections they share")
     parser.add_argument("--delta-services", type=int, default=1000, help="services one delta client subscribes to")
     parser.add_argument("--report", type=Path, default=REPORT)
     args = parser.parse_args(argv)
+    # (Imported here: they import this module's helpers, and `python -m bench.run` runs it as __main__.)
+    from . import defaults, held_polls
 
     about = machine()
     with tempfile.TemporaryDirectory(prefix="eds-bench-") as name:
@@ -382,8 +386,11 @@ def main(argv: list[str] | None = None) -> int:
         for index in range(args.rounds):
             print(f"round {index + 1}/{args.rounds} ...", flush=True)
             rounds.append(one_round(tmp, args, answers, bodies, big_db))
+        as_shipped = defaults.measure(tmp, args, answers, bodies)
         print("long-poll ...", flush=True)
         long_poll = long_poll_figures(tmp, args)
+        print(f"{args.held_clients} held polls ...", flush=True)
+        held = held_polls.measure(tmp, args)
         print("failover ...", flush=True)
         failovers = failover.figures(tmp, args.workers, args.seconds, args.write_connections, args.rounds, wrk)
         print("write and wait ...", flush=True)
@@ -394,17 +401,20 @@ def main(argv: list[str] | None = None) -> int:
         grpc_figures = grpc_bench.measure(
             tmp, args.envoy_writes, args.grpc_streams, args.grpc_connections, args.delta_services
         )
-    history = record_run(args.report.with_name("bench-history.jsonl"), about, rounds, long_poll)
+    headlines = {**defaults.headlines(as_shipped), **held_polls.headlines(held)}
+    history = record_run(args.report.with_name("bench-history.jsonl"), about, rounds, long_poll, headlines)
     kept = hand_written_sections(args.report)
     sections = [
         render(args, about, rounds, parse, dispatch, fill_seconds),
+        defaults.render(args, as_shipped),
         render_long_poll(args, long_poll),
+        held_polls.render(args, held),
         grpc_bench.render(grpc_figures),
         failover.render(failovers),
         write_and_wait,
         hardening.render(bounds),
         *kept,
-        render_history(history),
+        render_history(history, ratios={*SHORT_TITLES.values(), *defaults.HEADLINE_RATIOS}),
     ]
     print(write_report(args.report, sections))
     print(f"written to {args.report}")

@@ -128,7 +128,13 @@ def main(argv: list[str] | None = None) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="eds-demo-"))
     status = 0
     try:
-        server = EdsServer(tmp=workdir, store=f"sqlite:///{workdir}/registry.db", host=LOOPBACK, port=args.eds_port)
+        server = EdsServer(
+            tmp=workdir,
+            store=f"sqlite:///{workdir}/registry.db",
+            host=LOOPBACK,
+            port=args.eds_port,
+            env={"EDS_ACCESS_LOG_POLLS": "true"},  # the tutorial shows Envoy's every poll in the log
+        )
         server.start()
         upstreams = [
             Upstream(f"hello-world{number}", workdir, port).start()

@@ -23,7 +23,7 @@ from ..telemetry import Metrics
 from ..xds import DiscoveryCore, version_of
 from . import logs
 from .grpc_process import STOP_GRACE
-from .limits import raise_open_files
+from .limits import WORKER_CONNECTIONS, raise_open_files_limit
 
 log = logging.getLogger("eds_server")
 PARENT_CHECK_INTERVAL = 1.0
@@ -53,7 +53,14 @@ async def _serve(settings: Settings, ready_fd: int) -> None:
     except grpc_server.BindFailed as error:
         os.write(ready_fd, f"{error}\n".encode())
         return
-    raise_open_files(log)
+    open_files = raise_open_files_limit()
+    if open_files < WORKER_CONNECTIONS:  # each Envoy's stream, or its connection shared by its streams, is one
+        log.warning(
+            "open files: the gRPC process may open %s (RLIMIT_NOFILE at its hard limit): fewer Envoys than %s can "
+            "connect; raise the hard limit (`ulimit -Hn`, LimitNOFILE= in systemd, `--ulimit nofile=` in docker)",
+            open_files,
+            WORKER_CONNECTIONS,
+        )
     flushing = asyncio.create_task(hub.flush_every(settings.clients_flush_interval))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -15,7 +15,8 @@ measured: docs/PERFORMANCE.md#gunicorn-worker-class). Nothing on the poll path
 blocks for long: a store read is microseconds, writes are short transactions.
 
 Workers: 2 by default, one per core of the machine the figures come from; every
-worker holds its own share of the Envoys' connections.
+worker holds its own share of the Envoys' connections, as many as the
+open-files limit allows (serving/limits.py).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import ssl
 from typing import Any
 
 from ..settings import Settings
+from .limits import WORKER_CONNECTIONS
 from .logs import ACCESS_FORMAT, logger_class
 
 
@@ -50,7 +52,8 @@ def tls_options(settings: Settings) -> dict[str, Any]:
     }
 
 
-def gunicorn_options(settings: Settings) -> dict[str, Any]:
+def gunicorn_options(settings: Settings, worker_connections: int = WORKER_CONNECTIONS) -> dict[str, Any]:
+    """`worker_connections`: what the open-files limit allows a worker (serving/limits.py)."""
     return {
         **tls_options(settings),
         "bind": [bind_address(settings.host, settings.port)],
@@ -58,7 +61,7 @@ def gunicorn_options(settings: Settings) -> dict[str, Any]:
         "worker_class": "eds_server.serving.worker.EdsWorker",
         # Each Envoy keeps one connection (and, long-polling, one held request)
         # per EDS cluster: connections, not CPU, bound a gevent worker.
-        "worker_connections": 10_000,
+        "worker_connections": worker_connections,
         # Envoy keeps one connection to its xDS cluster and reuses it for every
         # poll; closing it after 2 s (the default) would add a handshake to most polls.
         "keepalive": 75,
@@ -77,6 +80,6 @@ def gunicorn_options(settings: Settings) -> dict[str, Any]:
         "access_log_format": ACCESS_FORMAT,
         "errorlog": "-",
         "loglevel": settings.log_level,
-        "logger_class": logger_class(settings.log_format),
+        "logger_class": logger_class(settings.log_format, settings.access_log_polls),
         "proc_name": "eds-server",
     }

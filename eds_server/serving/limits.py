@@ -1,30 +1,47 @@
-"""The process's open-file limit: each gRPC stream's connection, each held poll's, is a descriptor."""
+"""Open files: every Envoy keeps a connection open to the server (with long-poll, a poll held on it),
+and each connection is a file descriptor of the worker that took it.
+
+A default Linux session allows a process 1,024 open files (the soft limit) and lets it raise that
+itself up to the hard limit (often 524,288; systemd units and containers set their own). The
+server raises the soft limit to the hard one when it starts, and gives each gunicorn worker as
+many connections as its descriptors allow, up to WORKER_CONNECTIONS; when the hard limit allows
+fewer, it says so and what to raise.
+"""
 
 from __future__ import annotations
 
-import logging
 import resource
 
-# Below this many descriptors a server of thousands of Envoys runs out (the soft limit is often 1024).
-WANTED_OPEN_FILES = 65536
+# Connections one worker takes at most: gevent holds each on a greenlet (~18 KB), so connections,
+# not CPU, bound a worker; 10,000 held polls fit on two workers with room to spare.
+WORKER_CONNECTIONS = 10_000
+# Descriptors a worker needs besides its connections: listening sockets, logs, the store's files and
+# connections, the metrics files, its control pipes.
+RESERVED_FILES = 64
+# What the soft limit goes to when the hard one is unlimited (Linux refuses more than fs.nr_open).
+UNLIMITED_TARGET = 1_048_576
 
 
-def raise_open_files(log: logging.Logger, wanted: int = WANTED_OPEN_FILES) -> int:
-    """Raise the soft RLIMIT_NOFILE to `wanted` (at most the hard limit); say so when it stays lower."""
+def raise_open_files_limit() -> int:
+    """Raise this process's soft RLIMIT_NOFILE to its hard limit (inherited by the workers); returns the soft limit."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
-    if soft < target:
+    target = UNLIMITED_TARGET if hard == resource.RLIM_INFINITY else hard
+    if soft != resource.RLIM_INFINITY and soft < target:
         try:
             resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
-            soft = target
-        except (ValueError, OSError) as error:
-            log.warning("open files: cannot raise the limit from %s to %s: %s", soft, target, error)
-    if soft < wanted:
-        log.warning(
-            "open files: at most %s (hard limit %s): fewer connections than %s can be served; "
-            "raise it (ulimit -Hn, LimitNOFILE= in systemd, --ulimit nofile= in Docker)",
-            soft,
-            hard,
-            wanted,
-        )
-    return soft
+        except (ValueError, OSError):  # refused: keep what there is, and say what it allows
+            pass
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+def worker_connections(open_files: int) -> tuple[int, str | None]:
+    """Connections per worker within `open_files` descriptors, and a warning when that is fewer than wanted."""
+    if open_files == resource.RLIM_INFINITY or open_files - RESERVED_FILES >= WORKER_CONNECTIONS:
+        return WORKER_CONNECTIONS, None
+    connections = max(1, open_files - RESERVED_FILES)
+    return connections, (
+        f"open files: this process may open {open_files} (RLIMIT_NOFILE, already raised to its hard limit), so each "
+        f"worker takes at most {connections} connections, one per Envoy polling it, instead of {WORKER_CONNECTIONS}; "
+        f"raise the hard limit to {WORKER_CONNECTIONS + RESERVED_FILES} or more (`ulimit -Hn` in the starting shell, "
+        "LimitNOFILE= in a systemd unit, `--ulimit nofile=` for docker run)"
+    )

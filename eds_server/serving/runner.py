@@ -24,7 +24,7 @@ from ..store import Store, open_store
 from ..telemetry.metrics import FLUSH_INTERVAL as METRICS_FLUSH_INTERVAL
 from ..telemetry.metrics import enable_multiprocess, worker_gone
 from ..xds import version_of
-from . import logs
+from . import limits, logs
 from .background import Periodic, ttl_sweeper
 from .grpc_process import GrpcPart, parts_down
 from .gunicorn_options import gunicorn_options
@@ -81,12 +81,14 @@ class EdsArbiter(Arbiter):
 
 
 class Server(BaseApplication):
-    def __init__(self, settings: Settings, store: Store, metrics_dir: str, parts: list[GrpcPart] = ()):
+    def __init__(
+        self, settings: Settings, store: Store, metrics_dir: str, worker_connections: int, parts: list[GrpcPart] = ()
+    ):
         self.settings = settings
         self.store = store
         self.metrics_dir = metrics_dir
         self.parts = list(parts)
-        self.options: dict[str, Any] = gunicorn_options(settings)
+        self.options: dict[str, Any] = gunicorn_options(settings, worker_connections)
         super().__init__()
 
     def run(self) -> None:
@@ -159,6 +161,9 @@ def serve(settings: Settings) -> None:
     # The start-up's lines look like the workers' (whose Flask app finds a
     # handler already there and adds none of its own).
     logs.configure(settings.log_level, settings.log_format)
+    connections, too_few = limits.worker_connections(limits.raise_open_files_limit())
+    if too_few:
+        log.warning("%s", too_few)
     store = open_store(settings.store, version_of, **store_options(settings))
     try:
         start_up(settings, store)
@@ -181,7 +186,7 @@ def serve(settings: Settings) -> None:
     try:
         if settings.grpc_port is not None:
             parts.append(GrpcPart(settings, metrics_dir).start())
-        Server(settings, store, metrics_dir, parts).run()
+        Server(settings, store, metrics_dir, connections, parts).run()
     finally:
         # gunicorn's workers leave through here too (SystemExit after their fork): only the master stops the parts.
         if os.getpid() == master:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import _socket
 import errno
+import gc
 import os
 import signal
 import socket
@@ -26,6 +27,7 @@ from gunicorn.workers.ggevent import GeventWorker
 from ..api.state import app_state
 
 STOP_CHECK_INTERVAL = 0.05
+TCP_FAMILIES = (socket.AF_INET, socket.AF_INET6)
 
 
 class EdsWorker(GeventWorker):
@@ -38,6 +40,10 @@ class EdsWorker(GeventWorker):
             signal.signal(stop_signal, self.handle_exit)
         self._idle: set[socket.socket] = set()
         self._busy: set[socket.socket] = set()
+        # A greenlet per connection: by default gevent records, for each, the stack
+        # and greenlet that spawned it (for debugging), which with thousands of
+        # held polls is time at every accept and objects for every collection.
+        gevent.config.track_greenlet_tree = False
         super().init_process()
 
     def patch(self) -> None:
@@ -46,11 +52,15 @@ class EdsWorker(GeventWorker):
 
     def run(self) -> None:
         self.body_read_timeout = app_state(self.wsgi).settings.body_read_timeout
+        # Everything loaded so far (modules, the app) lives as long as the worker: out of
+        # the garbage collector's way, a full collection walks only what requests made,
+        # which with thousands of held polls is most of the objects anyway.
+        gc.freeze()
         gevent.spawn(self._close_idle_connections_when_stopping)
         super().run()
 
     def handle(self, listener, client, addr) -> None:
-        if client.family in (socket.AF_INET, socket.AF_INET6):
+        if client.family in TCP_FAMILIES:
             # Small answers leave at once: Nagle's algorithm with the client's
             # delayed ACK adds ~40 ms to an answer. (gunicorn sets it on the
             # listening socket too; this does not depend on it being inherited.)
@@ -61,6 +71,10 @@ class EdsWorker(GeventWorker):
         finally:
             self._idle.discard(client)
             self._busy.discard(client)
+
+    def load_wsgi(self) -> None:
+        super().load_wsgi()
+        self.wsgi = _Corked(self.wsgi)
 
     def handle_request(self, listener_name, req, sock, addr):
         self._idle.discard(sock)
@@ -75,6 +89,7 @@ class EdsWorker(GeventWorker):
             return super().handle_request(listener_name, req, sock, addr)
         finally:
             sock.settimeout(None)
+            _uncork(sock)
             self._busy.discard(sock)
             self._idle.add(sock)
 
@@ -107,6 +122,40 @@ class _Listener(gevent.socket.socket):
             # What losing the accept race to another worker looks like: gevent moves on.
             raise BlockingIOError(errno.EAGAIN, "this worker is stopping")
         return super()._accept()
+
+
+class _Corked:
+    """The app, with its answers sent as one TCP segment instead of two; otherwise the app itself.
+
+    gunicorn writes an answer's headers and its body with two sends; with
+    TCP_NODELAY (above) each leaves as a packet of its own, and on loopback
+    each costs the sender the receiver's processing too. Corked from the app's
+    call (after gunicorn's `100 Continue`, which must leave at once) until the
+    request is done (`handle_request`), they leave together, which makes
+    releasing thousands of held polls markedly cheaper (docs/PERFORMANCE.md). Nothing here streams an
+    answer, which a cork would hold back until it fills a segment. Attributes
+    are the app's (`app_state(worker.wsgi)` reads the Flask app's).
+    """
+
+    def __init__(self, app):
+        self.app = app
+
+    def __call__(self, environ, start_response):
+        sock = environ.get("gunicorn.socket")
+        if sock is not None and sock.family in TCP_FAMILIES and environ.get("SERVER_PROTOCOL", "").startswith("HTTP/1"):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, 1)
+        return self.app(environ, start_response)
+
+    def __getattr__(self, name):
+        return getattr(self.app, name)
+
+
+def _uncork(sock: socket.socket) -> None:
+    if sock.family in TCP_FAMILIES:
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, 0)
+        except OSError:  # the connection is gone
+            pass
 
 
 def _hang_up(client: socket.socket) -> None:

@@ -30,6 +30,10 @@ tries Redis again each time while it refuses connections (that costs little,
 and the first poll after it returns is fresh again); after a timeout the poll
 path waits RETRY_AFTER_TIMEOUT before the next try, so a Redis that hangs
 delays one poll per worker and second, not every poll.
+
+The shared-memory generation that spares sqlite polls their read (store/generation.py)
+cannot stand in for the HGET here: a write on another replica reaches this one's
+follower after it was acknowledged, so only Redis can tell a poll that nothing changed.
 """
 
 from __future__ import annotations

@@ -19,13 +19,17 @@ and /readyz says so), and the store mends itself once the cause is gone:
 - reads notice a deleted or replaced file within IDENTITY_CHECK_INTERVAL;
 - connections after the first never create the file: a new empty registry in
   place of a deleted one would hand Envoy no endpoints for every service.
+Every write that changed a service bumps the shared generation beside the
+database (store/generation.py) after its commit and before it returns, so a
+poll reads a version from the database only when some write happened since
+this process last read it; otherwise from memory. The same counter is what
+wakes held polls.
 """
 
 from __future__ import annotations
 
 import os
 import sqlite3
-import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
@@ -45,6 +49,7 @@ from .base import (
     load_client,
     load_service,
 )
+from .generation import CachedVersions, SharedGeneration
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS services (
@@ -64,9 +69,8 @@ CREATE TABLE IF NOT EXISTS clients (
 CREATE INDEX IF NOT EXISTS clients_last_poll ON clients (last_poll);
 """
 BUSY_TIMEOUT_SECONDS = 30
-# How often a waiting watcher asks SQLite whether any connection committed:
-# one `PRAGMA data_version` (a few microseconds) per interval and worker,
-# shared by every held poll; a change reaches held polls within this.
+# How often a waiting watcher looks at the shared generation (a read of shared
+# memory) per worker, for every held poll at once; a change reaches held polls within this.
 CHANGE_CHECK_INTERVAL = 0.01
 # How often reads look whether the file is still the one opened (a stat).
 IDENTITY_CHECK_INTERVAL = 1.0
@@ -88,7 +92,7 @@ class _Connection(sqlite3.Connection):
 
     identity: Identity | None
     writable: bool
-    generation: int
+    pool_epoch: int
 
 
 def _identity(path: str) -> Identity | None:
@@ -97,6 +101,8 @@ def _identity(path: str) -> Identity | None:
     except FileNotFoundError:
         return None
     return (stat.st_dev, stat.st_ino)
+# Clients-view rows looked up per statement: two bound values each, well under SQLite's limit.
+CLIENT_ROWS_PER_STATEMENT = 400
 
 
 class SqliteStore(Store):
@@ -119,15 +125,14 @@ class SqliteStore(Store):
         # are atomic: the pool needs no lock.)
         self._idle: list[_Connection] = []
         # Bumped when the file fails or is replaced: connections of an older
-        # generation are closed instead of going back to the pool.
-        self._generation = 0
+        # epoch are closed instead of going back to the pool.
+        self._pool_epoch = 0
         self._identity: Identity | None = None
         self._identity_checked_at = 0.0
-        # data_version counts commits by *other* connections, so the watcher
-        # has a connection of its own that never writes.
-        self._watch_conn: _Connection | None = None
-        self._data_version_seen: int | None = None
-        self._watch_lock = threading.Lock()  # close() must not pull the connection from under a check
+        self.generation = SharedGeneration(path + "-generation")
+        self._generation_bumped_in: int | None = None  # the process that bumped on connecting
+        self._versions = CachedVersions(self.generation, self._stored_version)
+        self._generation_seen: int | None = None  # by the previous wait_for_change
         # A process with one watcher and no held polls to spare CPU for (the gRPC process) looks more often.
         self.change_check_interval = CHANGE_CHECK_INTERVAL
         conn = self._connect(create=True)
@@ -160,8 +165,20 @@ class SqliteStore(Store):
         except sqlite3.Error as error:
             conn.close()
             raise self._unavailable(error, opening=True) from error
-        conn.identity, conn.generation = _identity(self.path), self._generation
+        conn.identity, conn.pool_epoch = _identity(self.path), self._pool_epoch
         conn.writable = os.access(self.path, os.W_OK)
+        if self._generation_bumped_in != os.getpid():
+            # A process (re)starting on this database, such as the replacement of a worker
+            # killed between a commit and its bump, makes every process read versions again;
+            # and a generation file that cannot be opened stops the store here, not after a commit.
+            try:
+                self.generation.bump()
+            except OSError as error:
+                conn.close()
+                raise StoreUnavailable(
+                    f"cannot open sqlite store {self.path}: {self.generation.path}: {error.strerror}"
+                ) from error
+            self._generation_bumped_in = os.getpid()
         return conn
 
     def _take(self, to_write: bool = False) -> _Connection:
@@ -177,14 +194,14 @@ class SqliteStore(Store):
             conn.close()  # opened (by a read) while the file was not writable: read-only for good
 
     def _give_back(self, conn: _Connection) -> None:
-        if conn.generation == self._generation:
+        if conn.pool_epoch == self._pool_epoch:
             self._idle.append(conn)
         else:
             conn.close()
 
     def _drop_connections(self) -> None:
         """Every pooled connection is closed, and those in use are when they come back."""
-        self._generation += 1
+        self._pool_epoch += 1
         idle, self._idle = self._idle, []
         for conn in idle:
             conn.close()
@@ -197,6 +214,11 @@ class SqliteStore(Store):
         if current != self._identity:
             self._drop_connections()
             self._identity = current
+            if current is not None:
+                # Another file holds other versions: every process reads them again (the shared
+                # generation would otherwise move only at the next write).
+                with suppress(OSError):
+                    self.generation.bump()
         if current is None:
             raise StoreUnavailable(
                 f"sqlite store {self.path}: the database file is gone (deleted or moved while the server ran); "
@@ -251,7 +273,10 @@ class SqliteStore(Store):
         return [load_service(row[0]) for row in self._fetch("SELECT record FROM services ORDER BY name")]
 
     def version(self, name: str) -> str | None:
-        conn = self._take()  # the poll path: no context manager
+        return self._versions.version(name)
+
+    def _stored_version(self, name: str) -> str | None:
+        conn = self._take()  # the poll path (after a write): no context manager
         try:
             row = conn.execute("SELECT version FROM services WHERE name = ?", (name,)).fetchone()
         except sqlite3.Error as error:
@@ -283,29 +308,13 @@ class SqliteStore(Store):
             raise StoreUnavailable(f"sqlite store {self.path}: {problem}")
         self._fetch("SELECT 1 FROM services LIMIT 1")
 
-    def _data_version(self) -> int:
-        with self._watch_lock:
-            if self._watch_conn is not None and self._watch_conn.identity != _identity(self.path):
-                # Commits to a file that replaced the one watched would never show.
-                self._watch_conn.close()
-                self._watch_conn, self._data_version_seen = None, None
-            if self._watch_conn is None:
-                self._watch_conn = self._connect()
-            try:
-                return self._watch_conn.execute("PRAGMA data_version").fetchone()[0]
-            except sqlite3.Error as error:
-                self._watch_conn.close()
-                self._watch_conn, self._data_version_seen = None, None
-                raise self._unavailable(error) from error
-
     def wait_for_change(self, timeout: float) -> bool:
         deadline = time.monotonic() + timeout
         while True:
-            watching = self._watch_conn
-            data_version = self._data_version()
-            seen, self._data_version_seen = self._data_version_seen, data_version
-            if seen is not None and data_version != seen or watching is not None and watching is not self._watch_conn:
-                return True  # a commit, or another file: the versions must be read again
+            generation = self.generation.value()
+            seen, self._generation_seen = self._generation_seen, generation
+            if seen is not None and generation != seen:
+                return True
             left = deadline - time.monotonic()
             if left <= 0:
                 return False
@@ -313,10 +322,6 @@ class SqliteStore(Store):
 
     def close(self) -> None:
         idle, self._idle = self._idle, []
-        with self._watch_lock:
-            if self._watch_conn is not None:
-                idle.append(self._watch_conn)
-                self._watch_conn, self._data_version_seen = None, None
         for conn in idle:
             conn.close()
 
@@ -347,6 +352,19 @@ class SqliteStore(Store):
                 )
 
     def _atomically(self, name: str, step: Callable) -> Change:
+        change = self._commit(name, step)
+        if change.before is not change.after:
+            try:
+                self.generation.bump()  # committed, and not yet acknowledged: see store/generation.py
+            except OSError as error:
+                raise StoreUnavailable(
+                    f"the change to {name!r} was written, but the other workers could not be told "
+                    f"({self.generation.path}: {error.strerror}); until the next write they may answer what "
+                    "was there before: write it again"
+                ) from error
+        return change
+
+    def _commit(self, name: str, step: Callable) -> Change:
         with self._transaction() as conn:
             row = conn.execute("SELECT record, version FROM services WHERE name = ?", (name,)).fetchone()
             current = load_service(row[0]) if row else None
@@ -366,20 +384,34 @@ class SqliteStore(Store):
         return Change(name, current, after, version_before, version_after)
 
     def record_clients(self, rows: list[ClientRow], retention: Retention) -> int:
+        dropped = self._record_clients(rows, retention)
+        # What propagation waits wait for (wait_for_change's contract): a batch wakes them too. At most
+        # one bump a second per worker, so polls still read their versions from memory nearly always.
+        with suppress(OSError):  # the rows are recorded; a wait then sees them at its next wake-up
+            self.generation.bump()
+        return dropped
+
+    def _record_clients(self, rows: list[ClientRow], retention: Retention) -> int:
+        # A worker's batch holds a row per Envoy it answered in the last second: after one
+        # write releases thousands of held polls, thousands. Read and written a chunk of rows
+        # per statement, not one, so the batch costs the worker little more than its rows' JSON.
         with self._transaction() as conn:
-            added = False
-            for row in rows:
+            recorded = {}
+            for start in range(0, len(rows), CLIENT_ROWS_PER_STATEMENT):
+                chunk = rows[start : start + CLIENT_ROWS_PER_STATEMENT]
+                keys = ",".join("(?, ?)" for _ in chunk)
                 found = conn.execute(
-                    "SELECT record FROM clients WHERE node_id = ? AND resource_name = ?", row.key
-                ).fetchone()
-                added = added or found is None
-                merged = row.merged_into(load_client(found[0]) if found else None)
-                conn.execute(
-                    "INSERT OR REPLACE INTO clients (node_id, resource_name, last_poll, record) VALUES (?, ?, ?, ?)",
-                    (*merged.key, merged.last_poll, dump_client(merged)),
+                    f"SELECT node_id, resource_name, record FROM clients WHERE (node_id, resource_name) IN ({keys})",
+                    [part for row in chunk for part in row.key],
                 )
+                recorded.update(((node_id, name), record) for node_id, name, record in found)
+            merged = [row.merged_into(load_client(recorded[row.key]) if row.key in recorded else None) for row in rows]
+            conn.executemany(
+                "INSERT OR REPLACE INTO clients (node_id, resource_name, last_poll, record) VALUES (?, ?, ?, ?)",
+                [(*row.key, row.last_poll, dump_client(row)) for row in merged],
+            )
             conn.execute("DELETE FROM clients WHERE last_poll < ?", (retention.forget_before,))
-            if not added:  # only a new row can take the view past a bound
+            if all(row.key in recorded for row in rows):  # only a new row can take the view past a bound
                 return 0
             seen = conn.execute("SELECT node_id, resource_name, last_poll FROM clients").fetchall()
             dropped = beyond_retention([((node, name), last_poll) for node, name, last_poll in seen], retention)

@@ -4,9 +4,10 @@ Counters and histograms live in prometheus-client's multiprocess files (one
 set per worker, summed at scrape time) when the server runner enabled that
 mode before forking; in a single process (tests, `create_app` embedded) they
 stay in memory. Polls, the hot path, are tallied in the worker's memory and
-written to those files in one go every FLUSH_INTERVAL. Facts about the
-registry and its clients (sizes, clients in sync or stuck) are read from the
-store at scrape time, so every worker answers the same.
+written to those files in one go every FLUSH_INTERVAL, and so is the number of
+polls held. Facts about the registry and its clients (sizes, clients in sync
+or stuck) are read from the store at scrape time, so every worker answers the
+same.
 """
 
 from __future__ import annotations
@@ -136,6 +137,9 @@ class Metrics:
         self._lock = threading.Lock()
         self._unwritten = _PollFigures()
         self._grpc_unwritten = _GrpcFigures()
+        # Polls this worker holds now, and as last written to the shared gauge: a held poll
+        # starting or ending is a change in memory, the gauge is written with the other figures.
+        self._held_now = self._held_written = 0
 
     def poll_answered(self, api: str, status: int, started: float, held: float = 0.0) -> None:
         """On the hot path: noted in memory, written to the shared files by `flush`.
@@ -152,6 +156,9 @@ class Metrics:
         """Write the polls noted since the last flush (every FLUSH_INTERVAL, before a scrape, at exit)."""
         with self._lock:
             figures, self._unwritten = self._unwritten, _PollFigures()
+            if self._held_now != self._held_written:  # (under the lock: a later count is never overwritten)
+                self.held.set(self._held_now)
+                self._held_written = self._held_now
         for (api, status), count in figures.polls.items():
             self.polls.labels(api, outcome(status)).inc(count)
         for histogram, observed in ((self.poll_seconds, figures.seconds), (self.hold_seconds, figures.held)):
@@ -171,7 +178,9 @@ class Metrics:
             observations.write_to(self.grpc_push_seconds.labels(mode))
 
     def held_count(self, delta: int) -> None:
-        self.held.inc(delta)
+        """+1 / -1 as a poll starts or stops being held; written to the shared gauge by `flush`."""
+        with self._lock:
+            self._held_now += delta
 
     def grpc_stream_opened(self, mode: str) -> None:
         self.grpc_streams.labels(mode).inc()

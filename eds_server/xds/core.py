@@ -14,13 +14,12 @@ It knows nothing of HTTP or gRPC.
 
 from __future__ import annotations
 
-import dataclasses
 import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass
 from functools import lru_cache
+from typing import NamedTuple
 
 from ..store import Store
 from .clients import Clients, ClientsLimits
@@ -30,8 +29,10 @@ from .render import assignment, combined_version, discovery_response, version_of
 from .request import DiscoveryRequest
 
 
-@dataclass(frozen=True)
-class Answer:
+class Answer(NamedTuple):
+    """What a request gets. Made on every poll: a NamedTuple, where a frozen dataclass would set each
+    field through `object.__setattr__`."""
+
     status: int  # 200 or 304
     body: bytes
     version: str
@@ -69,7 +70,7 @@ class DiscoveryCore:
         self.propagation = Propagations(self.clients, self.holds, self.current_version, subscribed_within)
 
     def current_version(self, names: tuple[str, ...]) -> str:
-        return combined_version(self.store.version(n) or empty_version(n) for n in names)
+        return combined_version([self.store.version(n) or empty_version(n) for n in names])
 
     def version(self, name: str) -> str:
         """The current version of one service (the one REST polls see for it alone)."""
@@ -122,14 +123,14 @@ class DiscoveryCore:
             if cached is not None and cached[0] == version:
                 self._cache.move_to_end(key)
                 return Answer(200, cached[1], version, held)
-        return dataclasses.replace(self._render(request), held=held)
+        return self._render(request)._replace(held=held)
 
     def _render(self, request: DiscoveryRequest) -> Answer:
         services = [(name, self.store.get(name)) for name in request.names]
         # The version is taken from the services actually read, not the one
         # compared above, so the cached bytes always match their key even
         # when a write lands in between.
-        version = combined_version(version_of(name, service) for name, service in services)
+        version = combined_version([version_of(name, service) for name, service in services])
         body = discovery_response(request.api, [assignment(name, service) for name, service in services], version)
         with self._lock:
             self._cache[(request.api, request.names)] = (version, body)

@@ -12,7 +12,6 @@ import hashlib
 import ipaddress
 import re
 from collections import defaultdict
-from collections.abc import Iterable
 from typing import Any
 
 import orjson
@@ -90,9 +89,8 @@ def version_of(name: str, service: Service | None) -> str:
     return _digest(orjson.dumps(assignment(name, service), option=orjson.OPT_SORT_KEYS))
 
 
-def combined_version(versions: Iterable[str]) -> str:
+def combined_version(versions: list[str]) -> str:
     """One version for a request naming several resources; a single one keeps its own."""
-    versions = list(versions)
     return versions[0] if len(versions) == 1 else _digest(",".join(versions).encode())
 
 

@@ -15,6 +15,7 @@ from eds_server.api.state import app_state
 from eds_server.store import StoreUnavailable
 from eds_server.telemetry.metrics import HOLD_BUCKETS, POLL_BUCKETS, Metrics, outcome
 from scripts.processes import wait_until
+from tests.helpers.held_polls import ENVOY_TIMEOUT, Background, polls_held
 
 V3_TYPE = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment"
 
@@ -249,7 +250,7 @@ def test_metrics_and_clients_add_up_across_real_workers(eds_server):
 
 
 def test_json_logs_name_the_change_the_refusal_and_the_polling_node(eds_server):
-    server = eds_server(workers=1, extra_args=["--log-format", "json"])
+    server = eds_server(workers=1, extra_args=["--log-format", "json"], env={"EDS_ACCESS_LOG_POLLS": "true"})
     requests.put(f"{server.url}/edsservice/web", json={"hosts": [{"ip_address": "10.0.0.1", "port": 80}]})
     requests.put(f"{server.url}/edsservice/web", json={"hosts": [{"ip_address": "localhost", "port": 80}]})
     requests.post(f"{server.url}/v3/discovery:endpoints", json=poll_body("edge-7"))
@@ -298,3 +299,53 @@ def test_the_clients_view_keeps_its_bounds_and_says_so_once(tmp_path, clock, cap
     assert [r["node_id"] for r in client.get("/clients").get_json()["clients"]] == ["edge-real"]
     assert caplog.records[-1].getMessage() == "clients view within its bounds again"
     store.close()
+ACCESS_LINE = re.compile(r'"(\w+) (\S+) HTTP/1\.1" (\d{3}) .* node=(\S+)$', re.M)
+
+
+def access_lines(server) -> list[tuple[str, str, str, str]]:
+    """(method, path, status, node) of every access line in a text-format server log."""
+    return ACCESS_LINE.findall(server.log_path.read_text())
+
+
+def test_by_default_successful_polls_have_no_access_line_and_everything_else_has_one(eds_server):
+    # One worker: each request's line is written before the next request is read.
+    server = eds_server(workers=1)
+    poll_url = f"{server.url}/v3/discovery:endpoints"
+    version = requests.put(f"{server.url}/edsservice/web", json={"hosts": [{"ip_address": "10.0.0.1", "port": 80}]})
+    version = version.json()["version"]
+    assert requests.post(poll_url, json=poll_body("edge-1")).status_code == 200
+    assert requests.post(poll_url, json=poll_body("edge-1", version=version)).status_code == 304
+    assert requests.post(poll_url.replace("v3", "v2"), json=poll_body("edge-1") | {"type_url": ""}).status_code == 200
+    assert requests.get(f"{server.url}/v1/registration/web").status_code == 200
+    held = Background(
+        lambda: requests.post(poll_url, json=poll_body("edge-2", version=version), headers=ENVOY_TIMEOUT, timeout=30)
+    )
+    wait_until(lambda: polls_held(requests.get(f"{server.url}/metrics").text) == 1, timeout=10, what="the poll held")
+    requests.post(f"{server.url}/edsservice/web/hosts", json={"ip_address": "10.0.0.2", "port": 80}).raise_for_status()
+    assert held.result().status_code == 200
+    assert requests.post(poll_url, data=b"{not json").status_code == 400
+    assert requests.post(poll_url, json=poll_body("edge-3", names=("no such name!",))).status_code == 400
+    assert requests.get(f"{server.url}/edsservice/web").status_code == 200
+
+    wait_until(lambda: access_lines(server)[-1][:2] == ("GET", "/edsservice/web"), timeout=5, what="the last line")
+    # (The harness read /healthz and the test /metrics a varying number of times, waiting.)
+    assert [line[:3] for line in access_lines(server) if line[1] not in ("/healthz", "/metrics")] == [
+        ("PUT", "/edsservice/web", "201"),
+        ("POST", "/edsservice/web/hosts", "201"),
+        ("POST", "/v3/discovery:endpoints", "400"),
+        ("POST", "/v3/discovery:endpoints", "400"),
+        ("GET", "/edsservice/web", "200"),
+    ]
+
+
+def test_access_log_polls_gives_every_poll_its_line_with_the_node(eds_server):
+    server = eds_server(workers=1, env={"EDS_ACCESS_LOG_POLLS": "true"})
+    poll_url = f"{server.url}/v3/discovery:endpoints"
+    version = requests.put(f"{server.url}/edsservice/web", json={"hosts": [{"ip_address": "10.0.0.1", "port": 80}]})
+    assert requests.post(poll_url, json=poll_body("edge-1", version=version.json()["version"])).status_code == 304
+    assert requests.post(poll_url, json=poll_body("edge-2")).status_code == 200
+    wait_until(lambda: access_lines(server)[-1][3] == "edge-2", timeout=5, what="the last poll's line")
+    assert access_lines(server)[-2:] == [
+        ("POST", "/v3/discovery:endpoints", "304", "edge-1"),
+        ("POST", "/v3/discovery:endpoints", "200", "edge-2"),
+    ]

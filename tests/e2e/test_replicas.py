@@ -31,7 +31,8 @@ def watch_hosts(envoy, until_ports, samples):
 
 def test_envoy_polls_two_replicas_without_flapping_and_rides_out_a_redis_outage(eds_server, redis_server, envoy_for):
     redis = redis_server()
-    replicas = [eds_server(store=redis.url), eds_server(store=redis.url)]
+    # Every poll with its access line: they tell which replica Envoy polled.
+    replicas = [eds_server(store=redis.url, env={"EDS_ACCESS_LOG_POLLS": "true"}) for _ in range(2)]
     # Plain polling (request_timeout 1s leaves nothing to hold a poll for): the quiet 304s below are counted.
     envoy = envoy_for(*replicas, refresh_delay="0.1s", request_timeout="1s")
     samples: list[list[int]] = []

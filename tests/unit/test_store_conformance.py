@@ -211,9 +211,9 @@ def same_data_elsewhere(store):
 
 
 def test_wait_for_change_wakes_for_a_write_from_another_connection(store, tmp_path):
+    other = same_data_elsewhere(store)
     store.wait_for_change(0.05)  # the first call may report what happened before it (allowed)
     assert store.wait_for_change(0.05) is False  # nothing written since: it times out
-    other = same_data_elsewhere(store)
     woke = []
     waiter = threading.Thread(target=lambda: woke.append(store.wait_for_change(5)))
     waiter.start()
@@ -228,9 +228,9 @@ def test_wait_for_change_wakes_for_a_write_from_another_connection(store, tmp_pa
 
 def test_wait_for_change_wakes_for_a_batch_of_client_rows(store):
     """Propagation waits sleep on the change signal and read the clients view when woken."""
+    other = same_data_elsewhere(store)  # (opening a store may itself signal a change)
     store.wait_for_change(0.05)
     assert store.wait_for_change(0.05) is False
-    other = same_data_elsewhere(store)
     woke = []
     waiter = threading.Thread(target=lambda: woke.append(store.wait_for_change(5)))
     waiter.start()
@@ -238,6 +238,25 @@ def test_wait_for_change_wakes_for_a_batch_of_client_rows(store):
     other.record_clients([client_row(version_held="v1")], Retention(0))
     waiter.join(6)
     assert woke == [True]
+def test_a_version_read_anywhere_follows_every_write_that_returned(store, clock):
+    # The poll path's one read, from another store object on the same data (another worker) that
+    # read the version before each write: once the write returned, it reads the new version.
+    other = same_data_elsewhere(store)
+    for i in range(100):
+        writer, reader = (store, other) if i % 2 else (other, store)
+        before = reader.version("svc")
+        change = put(writer, "svc", host("10.0.0.1"), host(f"10.0.1.{i + 1}"))
+        assert change.version_after != before
+        assert reader.version("svc") == change.version_after
+        assert reader.version(f"absent-{i % 3}") is None
+    writer, reader = store, other  # the store on the test's clock writes from here
+    writer.update("svc", lambda current: None)
+    assert reader.version("svc") is None
+    put(writer, "svc", host("10.0.0.9", ttl=5))
+    assert reader.version("svc") == writer.version("svc") is not None
+    clock.advance(6)
+    [expired] = writer.expire()  # a TTL sweep is a writer too
+    assert reader.version("svc") == expired.version_after == version_of("svc", Service("svc"))
 
 
 def test_count_follows_creates_and_deletes(store):
