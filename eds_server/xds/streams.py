@@ -165,7 +165,7 @@ class Subscription:
     def version_info(self) -> str:
         """The version of the whole subscription as sent (a state-of-the-world response's version_info,
         a delta response's system_version_info): one service's own version when it is the only one."""
-        return combined_version(self.sent.get(name, "") for name in sorted(self.names)) if self.names else ""
+        return combined_version([self.sent.get(name, "") for name in sorted(self.names)]) if self.names else ""
 
     # -- the clients view ----------------------------------------------------
     def rows(self, everything: bool = False) -> list[ClientRow]:
