@@ -24,7 +24,8 @@ import gevent
 import gevent.socket
 from gunicorn.workers.ggevent import GeventWorker
 
-from ..api.state import app_state
+from ..api.state import EXTENSION, AppState
+from ..settings import Settings
 
 STOP_CHECK_INTERVAL = 0.05
 TCP_FAMILIES = (socket.AF_INET, socket.AF_INET6)
@@ -46,12 +47,18 @@ class EdsWorker(GeventWorker):
         gevent.config.track_greenlet_tree = False
         super().init_process()
 
+    def _state(self) -> AppState | None:
+        """eds-server's app state; None for another WSGI app (the bench's bare app runs under this
+        worker class too, so that the two are compared on the same stack)."""
+        return getattr(self.wsgi, "extensions", {}).get(EXTENSION)
+
     def patch(self) -> None:
         super().patch()
         self.sockets = [_Listener(self, listener) for listener in self.sockets]
 
     def run(self) -> None:
-        self.body_read_timeout = app_state(self.wsgi).settings.body_read_timeout
+        state = self._state()
+        self.body_read_timeout = (state.settings if state else Settings()).body_read_timeout
         # Everything loaded so far (modules, the app) lives as long as the worker: out of
         # the garbage collector's way, a full collection walks only what requests made,
         # which with thousands of held polls is most of the objects anyway.
@@ -96,7 +103,9 @@ class EdsWorker(GeventWorker):
     def _close_idle_connections_when_stopping(self) -> None:
         while self.alive:
             gevent.sleep(STOP_CHECK_INTERVAL)
-        app_state(self.wsgi).core.holds.stop()
+        state = self._state()
+        if state is not None:
+            state.core.holds.stop()
         deadline = time.monotonic() + self.cfg.graceful_timeout
         while (self._idle or self._busy) and time.monotonic() < deadline:
             for client in list(self._idle):
