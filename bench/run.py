@@ -131,7 +131,11 @@ class Server:
         self.port = port
         self.url = f"http://127.0.0.1:{port}"
         self.process = start([sys.executable, *args], tmp / f"{name}-{port}.log", env=env)
-        wait_until(lambda: requests.get(f"{self.url}/healthz", timeout=1).status_code < 500, 30, what=name)
+        try:
+            wait_until(lambda: requests.get(f"{self.url}/healthz", timeout=1).status_code < 500, 30, what=name)
+        except TimeoutError:  # a server that never answered is stopped too, not left to the machine
+            self.stop()
+            raise
 
     def rss(self) -> list[float]:
         return worker_rss_mb(self.process.pid)
