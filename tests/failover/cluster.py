@@ -95,6 +95,10 @@ class SentinelCluster:
     password: str | None = None
     sentinel_password: str | None = None
     tls_files: dict[str, Path] | None = None
+    # The store's read timeout, and so its WAIT for replicas (half of it); None: the store's default (1 s).
+    # A test whose subject is not a failover's timing sets it long, so that a slow disk on a loaded
+    # machine (every server fsyncs each write) does not turn its write into CommitOutcomeUnknown.
+    socket_timeout: float | None = None
     servers: list[RedisServer] = field(default_factory=list)
     sentinel_servers: list[SentinelServer] = field(default_factory=list)
 
@@ -138,6 +142,8 @@ class SentinelCluster:
         query = []
         if self.sentinel_password:
             query.append(f"sentinel_password={quote(self.sentinel_password, safe='')}")
+        if self.socket_timeout is not None:
+            query.append(f"socket_timeout={self.socket_timeout}")
         if self.tls_files:
             query.append(f"ssl_ca_certs={self.tls_files['ca']}")
         return f"{scheme}://{credentials}{sentinels}/{PRIMARY_NAME}/0" + (f"?{'&'.join(query)}" if query else "")

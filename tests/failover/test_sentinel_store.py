@@ -117,7 +117,7 @@ def test_a_primary_that_hung_through_the_failover_keeps_no_acknowledged_write(se
 
 
 def test_a_write_is_acknowledged_only_once_a_replica_holds_it(sentinel_cluster):
-    cluster = sentinel_cluster()
+    cluster = sentinel_cluster(socket_timeout=4)
     store = open_store(cluster.url, version_of)  # min_replicas "auto": the primary has replicas, so 1
     unreplicated = open_store(cluster.url, version_of, min_replicas=0)
     store.update("web", add("10.0.0.1", 8001))
@@ -156,7 +156,12 @@ def test_tls_to_sentinel_and_servers_with_passwords_apart(sentinel_cluster, tmp_
     pki = make_pki(tmp_path / "pki")
     files = {"cert": pki.server.cert, "key": pki.server.key, "ca": pki.ca}
     cluster = sentinel_cluster(
-        replicas=1, sentinels=1, password=DATA_PASSWORD, sentinel_password=SENTINEL_PASSWORD, tls_files=files
+        replicas=1,
+        sentinels=1,
+        password=DATA_PASSWORD,
+        sentinel_password=SENTINEL_PASSWORD,
+        tls_files=files,
+        socket_timeout=10,
     )
     assert cluster.url.startswith("rediss+sentinel://")
     store = open_store(cluster.url, version_of)
