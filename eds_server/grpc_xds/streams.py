@@ -50,6 +50,12 @@ class Limits:
 class Hub:
     """Every open stream of this process, by the service names they watch; woken by the feed."""
 
+    # How long the clients view's flush may wait for pushes under way (sent, and their ACK or NACK
+    # read). Its thread holds the GIL for much of its run, so a flush during a fan-out to thousands of
+    # streams slows every push after it; waiting costs the view only lateness, and the change is then
+    # flushed with the ACKs it brought. A stream that never answers holds a flush back this long, once.
+    flush_waits_for_pushes_at_most = 5.0
+
     def __init__(self, core: DiscoveryCore, metrics: Metrics, limits: Limits):
         self.core = core
         self.metrics = metrics
@@ -62,6 +68,7 @@ class Hub:
         self._latest: dict[str, tuple[str, dict]] = {}
         self.streams: set[XdsStream] = set()
         self._dirty: set[XdsStream] = set()  # streams whose clients-view rows changed since the last `flush`
+        self._pushing: set[XdsStream] = set()  # streams woken by a change, until it is answered or not due
         self._refreshed_at = time.monotonic()  # every open stream's rows last noted
         self.feed = ChangeFeed(core.store, core.version, self._changed_from_thread)
         self.stopping = False
@@ -91,6 +98,7 @@ class Hub:
             except Exception as error:  # each stream reads it again itself, and fails alone if it must
                 log.warning("cannot read %s after a change: %s", name, error)
                 self._latest.pop(name, None)
+            self._pushing |= watchers
             for stream in watchers:
                 stream.check(name)
 
@@ -128,10 +136,17 @@ class Hub:
             clients.note_stream(stream.subscription.rows())
         self.metrics.flush()
 
+    def settled(self, stream: XdsStream) -> None:
+        """`stream` had nothing to push, or its push was answered (ACK or NACK)."""
+        self._pushing.discard(stream)
+
     async def flush_every(self, seconds: float) -> None:
         """`flush`, then the clients view to the store (in a thread: a store write must not stall the loop)."""
         while True:
             await asyncio.sleep(seconds)
+            waited_until = time.monotonic() + self.flush_waits_for_pushes_at_most
+            while self._pushing and time.monotonic() < waited_until:
+                await asyncio.sleep(0.05)
             self.flush()
             try:
                 await asyncio.to_thread(self.core.clients.flush)
@@ -142,6 +157,7 @@ class Hub:
         stream.subscription.closed_at = stream.subscription.clock()
         self.noted(stream)
         self.streams.discard(stream)
+        self._pushing.discard(stream)
         log.info("stream closed: node=%s mode=%s peer=%s", stream.subscription.node.id, stream.kind, stream.peer)
         self.watch(stream, remove=stream.subscription.names)
         self.metrics.grpc_stream_closed(stream.kind)
@@ -225,7 +241,8 @@ class XdsStream:
                     self._wake.set()
                     return
                 self._handle(request)
-                self._wake.set()
+                if self._to_check or self._outbox:  # most requests are ACKs, which make nothing due
+                    self._wake.set()
         except StreamError as error:
             self.fail(error)
         except asyncio.CancelledError:
@@ -289,6 +306,7 @@ class XdsStream:
     def _verdict(self, verdict) -> None:
         if verdict is None:
             return
+        self.hub.settled(self)
         metrics, kind = self.hub.metrics, self.kind
         if verdict.accepted:
             metrics.grpc_acked(kind)
@@ -337,6 +355,7 @@ class XdsStream:
             await self.context.write(self._outbox.pop(0))
         subscription = self.subscription
         if subscription is None or not self._to_check:
+            self.hub.settled(self)
             return
         started = time.perf_counter()
         hub = self.hub
@@ -347,6 +366,7 @@ class XdsStream:
             raise StreamError(grpc.StatusCode.UNAVAILABLE, f"the registry store is unavailable: {error}") from None
         rendered = {name: latest for name, latest in current.items() if subscription.sent.get(name) != latest[0]}
         if not rendered:
+            self.hub.settled(self)
             return
         packer = hub.packer
         nonce = subscription.pushed({name: version for name, (version, _) in rendered.items()})
