@@ -89,6 +89,7 @@ class Settings:
         """Where gRPC listens: the REST server's host, the gRPC port."""
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"{host}:{self.grpc_port}"
+
     # Access lines for successful polls (200, 304, held) too. Off: every Envoy polls every second or
     # two, these lines are all alike, the metrics count them, and writing them costs a large share of
     # the poll throughput (docs/PERFORMANCE.md). On to follow one Envoy. Writes, refusals, errors and

@@ -137,8 +137,7 @@ def read_body(environ: dict, limit: int) -> bytes:
         body = stream.read(wanted)
     except TimeoutError:
         raise BodyTimedOut(
-            "the request body stopped arriving (setting body_read_timeout, EDS_BODY_READ_TIMEOUT); "
-            "nothing was changed"
+            "the request body stopped arriving (setting body_read_timeout, EDS_BODY_READ_TIMEOUT); nothing was changed"
         ) from None
     except Exception as error:  # the server's reader: a broken chunked encoding, a client gone mid-body
         raise BodyRefused(f"the request body could not be read: {error}") from None

@@ -26,6 +26,7 @@ from ..model import NAME_PATTERN
 from ..store import StoreUnavailable
 from ..telemetry import Metrics
 from ..xds import DiscoveryCore
+from ..xds.clients import FLUSH_WAITS_FOR_ANSWERS_AT_MOST
 from ..xds.feed import ChangeFeed
 from ..xds.streams import SOTW, STREAM_ALIVE_FOR, Subscription
 from . import wire
@@ -50,11 +51,9 @@ class Limits:
 class Hub:
     """Every open stream of this process, by the service names they watch; woken by the feed."""
 
-    # How long the clients view's flush may wait for pushes under way (sent, and their ACK or NACK
-    # read). Its thread holds the GIL for much of its run, so a flush during a fan-out to thousands of
-    # streams slows every push after it; waiting costs the view only lateness, and the change is then
-    # flushed with the ACKs it brought. A stream that never answers holds a flush back this long, once.
-    flush_waits_for_pushes_at_most = 5.0
+    # A change's pushes count as under way until their ACK or NACK is read, so the view it then
+    # flushes has them; a stream that never answers holds a flush back this long, once.
+    flush_waits_for_pushes_at_most = FLUSH_WAITS_FOR_ANSWERS_AT_MOST
 
     def __init__(self, core: DiscoveryCore, metrics: Metrics, limits: Limits):
         self.core = core

@@ -24,6 +24,7 @@ from ..store import Store, open_store
 from ..telemetry.metrics import FLUSH_INTERVAL as METRICS_FLUSH_INTERVAL
 from ..telemetry.metrics import enable_multiprocess, worker_gone
 from ..xds import version_of
+from ..xds.clients import FLUSH_WAITS_FOR_ANSWERS_AT_MOST
 from . import limits, logs
 from .background import Periodic, ttl_sweeper
 from .grpc_process import GrpcPart, parts_down
@@ -53,6 +54,8 @@ def closing_when_asked(app):
         return app(environ, start)
 
     return wsgi
+
+
 class EdsArbiter(Arbiter):
     """gunicorn's master, also minding the server's other parts (the gRPC process)."""
 
@@ -123,6 +126,8 @@ class Server(BaseApplication):
                 self.settings.clients_flush_interval,
                 state.core.clients.flush,
                 wake=state.core.clients.news,
+                waits_while=state.core.holds.releasing,
+                waits_at_most=FLUSH_WAITS_FOR_ANSWERS_AT_MOST,
             ).start(),
             Periodic("eds-metrics-flush", METRICS_FLUSH_INTERVAL, state.metrics.flush).start(),
         ]

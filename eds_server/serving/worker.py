@@ -184,4 +184,3 @@ def _hang_up(client: socket.socket) -> None:
         pass
     finally:
         raw.close()
-

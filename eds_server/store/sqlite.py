@@ -101,6 +101,8 @@ def _identity(path: str) -> Identity | None:
     except FileNotFoundError:
         return None
     return (stat.st_dev, stat.st_ino)
+
+
 # Clients-view rows looked up per statement: two bound values each, well under SQLite's limit.
 CLIENT_ROWS_PER_STATEMENT = 400
 

@@ -46,6 +46,13 @@ from .request import DiscoveryRequest
 log = logging.getLogger("eds_server.clients")
 
 
+# How long a flush may wait for answers on their way out (held polls a change released; a change's
+# gRPC pushes, until ACKed): a flush competes with them for the process (under gevent it blocks the
+# worker, in the gRPC process its thread holds the GIL), so a fan-out to thousands of Envoys ends
+# sooner when the flush waits for it. The view is then late, never wrong.
+FLUSH_WAITS_FOR_ANSWERS_AT_MOST = 5.0
+
+
 @dataclass(frozen=True)
 class ClientsLimits:
     max_rows: int = 10_000

@@ -38,6 +38,7 @@ class Holds:
         # names -> {wake-up event: the version the poll waits to see change}
         self._waiting: dict[tuple[str, ...], dict[threading.Event, str]] = {}
         self._listeners: set[threading.Event] = set()  # one per propagation wait: woken by any change
+        self._released: set[threading.Event] = set()  # held polls woken by a change, not yet out of `wait`
         self._watching = False
         self._stopping = False
 
@@ -57,10 +58,16 @@ class Holds:
         finally:
             self.on_count(-1)
             with self._lock:
+                self._released.discard(wake)
                 waiters = self._waiting[names]
                 del waiters[wake]
                 if not waiters:
                     del self._waiting[names]
+
+    def releasing(self) -> bool:
+        """Polls released by a change are still on their way out: under gevent each answers without
+        yielding once it leaves `wait`, so when none is left, nearly every answer is written."""
+        return bool(self._released)
 
     @contextmanager
     def listening(self) -> Iterator[Callable[[float], bool]]:
@@ -124,6 +131,9 @@ class Holds:
             except Exception as error:
                 log.warning("hold watcher: cannot read %s: %s", ",".join(names), error)
                 continue
-            for wake, version in waiters:
-                if version != current:
-                    wake.set()
+            with self._lock:  # only polls still held: one that timed out meanwhile would never leave `_released`
+                still = self._waiting.get(names, {})
+                released = [wake for wake, version in waiters if version != current and wake in still]
+                self._released.update(released)
+            for wake in released:
+                wake.set()
