@@ -1,6 +1,9 @@
-"""The clients view's flush waits for a change's pushes to be answered (so that a fan-out to thousands of
-streams is not slowed by it), and no longer than `Hub.flush_waits_for_pushes_at_most`."""
+"""The gRPC process's clients view: its flush waits for a change's pushes to be answered (so that a
+fan-out to thousands of streams is not slowed by it), and no longer than
+`Hub.flush_waits_for_pushes_at_most`; and a quiet open stream's rows are noted again, so that it
+still counts as a subscribed Envoy."""
 
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -88,3 +91,19 @@ def test_a_stream_that_never_answers_holds_the_flush_back_only_so_long(tmp_path,
     with after_a_change(tmp_path) as now:
         wait_until(lambda: _acked(now.store, "answering") == now.version, 10, what="the flush, at its bound")
         assert _acked(now.store, "silent") != now.version
+
+
+def _held_until(store, node: str) -> float | None:
+    return next((row.held_until for row in store.clients() if row.node_id == node), None)
+
+
+def test_a_quiet_open_stream_stays_alive_in_the_view_and_a_closed_one_does_not(tmp_path, monkeypatch):
+    # Rows say "alive until now + STREAM_ALIVE_FOR" and are noted again every third of it.
+    for module in ("eds_server.xds.streams", "eds_server.grpc_xds.streams"):
+        monkeypatch.setattr(f"{module}.STREAM_ALIVE_FOR", 1.5)
+    with after_a_change(tmp_path) as now:
+        now.silent.close()  # silent's push stays unanswered: only the periodic refresh notes its rows
+        first = wait_until(lambda: _held_until(now.store, "answering"), 10, what="answering's row")
+        wait_until(lambda: _held_until(now.store, "answering") > first + 1, 10, what="the row noted again")
+        now.answering.close()
+        wait_until(lambda: _held_until(now.store, "answering") <= time.time(), 10, what="closed: alive no longer")
