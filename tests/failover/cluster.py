@@ -194,7 +194,13 @@ class SentinelCluster:
                 if len(up) != len(self.servers) - 1:
                     return False
             offsets = {self._offset(s) for s in self.servers}
-            return len(offsets) == 1
+            if len(offsets) != 1:
+                return False
+            # What a store's write asks (WAIT): every replica acknowledges the primary's latest write.
+            replicas = len(self.servers) - 1
+            primary = self.primary.client()
+            primary.set("test:cluster-healthy", time.monotonic())  # outside the store's eds: keys
+            return primary.execute_command("WAIT", replicas, 1000) == replicas
 
         wait_until(healthy, timeout=timeout, interval=0.1, what="Sentinel seeing the primary, every replica in sync")
 
