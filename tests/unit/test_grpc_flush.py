@@ -11,19 +11,15 @@ from dataclasses import dataclass
 import grpc
 
 from eds_server.grpc_xds.streams import Hub
-from eds_server.model import Service, parse_host
+from eds_server.registry import Registry
 from eds_server.store import Store, open_store
 from eds_server.xds import version_of
 from scripts.processes import wait_until
 from scripts.xds_client import XdsStream
+from tests.helpers.discovery import put
 from tests.helpers.grpc_in_process import InProcessGrpc
 
 CLA = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment"
-
-
-def add(port: int):
-    host = parse_host({"ip_address": "10.0.0.1", "port": port})
-    return lambda service: (service or Service("web")).with_host(host)[0]
 
 
 def _acked(store, node: str) -> str | None:
@@ -60,12 +56,13 @@ def after_a_change(tmp_path) -> Iterator[AfterAChange]:
     server = InProcessGrpc(store).start()  # flushes every 0.2 s
     channel = grpc.insecure_channel(f"127.0.0.1:{server.port}")
     try:
-        store.update("web", add(8001))
+        registry = Registry(store)
+        put(registry, 8001)
         answering, silent = _subscribed(channel, "answering"), _subscribed(channel, "silent")
         for stream in (answering, silent):
             _ack(stream, stream.receive())
         wait_until(lambda: _acked(store, "silent"), 10, what="both streams' first ACKs in the clients view")
-        version = store.update("web", add(8002)).version_after
+        version = put(registry, 8001, 8002)
         _ack(answering, answering.receive())
         yield AfterAChange(store, answering, silent, silent.receive(), version)
         for stream in (answering, silent):

@@ -5,17 +5,19 @@ from __future__ import annotations
 
 import threading
 
+from eds_server.registry import Registry
 from eds_server.store import open_store
 from eds_server.xds import DiscoveryCore, version_of
 from eds_server.xds.holds import Holds
 from scripts.processes import wait_until
-from tests.unit.test_grpc_flush import add
+from tests.helpers.discovery import put
 
 
 def test_polls_released_by_a_change_are_releasing_until_they_leave_their_wait():
     store = open_store("memory://", version_of)
+    registry = Registry(store)
     for name in ("web", "api"):
-        store.update(name, add(8001))
+        put(registry, 8001, name=name)
     current_version = DiscoveryCore(store).current_version
     may_leave = threading.Event()  # a released poll leaves its wait only once the test says so
 
@@ -33,7 +35,7 @@ def test_polls_released_by_a_change_are_releasing_until_they_leave_their_wait():
     web, api = held("web"), held("api")
     wait_until(lambda: len(holds._waiting) == 2, 5, what="both polls held")
     assert not holds.releasing()
-    store.update("web", add(8002))
+    put(registry, 8001, 8002)
     wait_until(holds.releasing, 10, what="the web poll released")
     may_leave.set()
     web.join(5)
