@@ -33,6 +33,7 @@ from . import long_poll
 CLA = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment"
 TRANSPORTS = ("GRPC", "DELTA_GRPC", "ADS", "ADS_DELTA")
 log = logging.getLogger("bench.grpc")
+WAVE_STREAMS, WAVE_SECONDS = 500, 0.2  # a fleet of simulated Envoys comes up in waves: this many, every so often
 
 
 def grpc_pid(server: EdsServer) -> int:
@@ -83,6 +84,7 @@ class ManyStreams:
     reached: int
     push_cpu_seconds: float  # the gRPC process's CPU from the write to the last push read
     client_cpu_seconds: float  # the simulated Envoys' (this process's) CPU meanwhile
+    reopened: int  # streams that failed (mostly while opening) and were opened again
 
     @property
     def kb_per_stream(self) -> float:
@@ -181,8 +183,8 @@ def many_streams(tmp: Path, streams: int, connections: int) -> ManyStreams:
             tasks = []
             for index, envoy in enumerate(envoys):
                 tasks.append(asyncio.create_task(envoy.run()))
-                if index % 500 == 499:
-                    await asyncio.sleep(0.2)  # a fleet comes up in waves
+                if index % WAVE_STREAMS == WAVE_STREAMS - 1:
+                    await asyncio.sleep(WAVE_SECONDS)
             await asyncio.wait_for(asyncio.gather(*(e.first.wait() for e in envoys)), 300)
             await asyncio.sleep(3)  # ACKs land, the clients view flushes
             cpu_before, since = cpu_seconds(pid), time.monotonic()
@@ -198,9 +200,11 @@ def many_streams(tmp: Path, streams: int, connections: int) -> ManyStreams:
             client_cpu = cpu_seconds(os.getpid()) - client_cpu_at_write
             await _stop(tasks, channels)
             reached_ms = (max(arrived) - written) * 1000 if arrived else float("nan")
+            reopened = sum(envoy.failures for envoy in envoys)
             return ManyStreams(
-                streams, connections, rss_before, rss_open, idle, reached_ms, len(arrived), push_cpu, client_cpu
-            )
+                streams, connections, rss_before, rss_open, idle, reached_ms, len(arrived), push_cpu, client_cpu,
+                reopened,
+            )  # fmt: skip
 
         return asyncio.run(run())
     finally:
@@ -356,6 +360,8 @@ def render(figures: dict) -> str:
             f"over {many.connections} HTTP/2 connections, all subscribed to one 10-host service, each ACKing every "
             "response; the gRPC process (one asyncio process) measured:",
             "",
+            f"- streams that failed and were opened again: {many.reopened:,} (opened {WAVE_STREAMS} every "
+            f"{WAVE_SECONDS:g} s)",
             f"- memory (resident): {many.rss_mb_before:.0f} MB before, {many.rss_mb_open:.0f} MB with the streams "
             f"open: **{many.kb_per_stream:.1f} KB per stream**",
             f"- CPU with every stream open and nothing changing: {many.cpu_percent_idle:.1f}% of one core",

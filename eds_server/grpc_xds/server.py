@@ -10,9 +10,17 @@ from ..settings import Settings
 from . import servicers
 from .streams import Hub
 
-# grpcio sets SO_REUSEPORT by default: a second server on a taken port would
-# start and silently share it. Off, binding a taken port fails.
-SERVER_OPTIONS = [("grpc.so_reuseport", 0)]
+SERVER_OPTIONS = [
+    # grpcio sets SO_REUSEPORT by default: a second server on a taken port would
+    # start and silently share it. Off, binding a taken port fails.
+    ("grpc.so_reuseport", 0),
+    # Streams the asyncio loop has not taken up yet wait in grpc's queue. At its defaults
+    # (1,000, then 3,000) grpc cancels the rest: a fleet of Envoys reconnecting together
+    # after a restart would see many of its streams fail and come back only after Envoy's
+    # backoff. Queued, a stream waits seconds at most; these bound the queue's memory.
+    ("grpc.server.max_pending_requests", 10_000),
+    ("grpc.server.max_pending_requests_hard_limit", 20_000),
+]
 
 
 class BindFailed(Exception):

@@ -19,9 +19,11 @@ import os
 import signal
 import socket
 import time
+import warnings
 
 import gevent
 import gevent.socket
+from gevent.monkey import MonkeyPatchWarning
 from gunicorn.workers.ggevent import GeventWorker
 
 from ..api.state import EXTENSION, AppState
@@ -29,6 +31,12 @@ from ..settings import Settings
 
 STOP_CHECK_INTERVAL = 0.05
 TCP_FAMILIES = (socket.AF_INET, socket.AF_INET6)
+# gevent's warning that it patched ssl after these modules took names from it, when the only ones
+# are redis-py's asyncio client: `import redis` loads it, eds-server never uses it.
+_REDIS_ASYNCIO_ONLY = (
+    r"Monkey-patching ssl after ssl has already been imported.*\(NOT patched\): "
+    r"\['redis\.asyncio\.[\w.]+ \([^)]*\)'(, 'redis\.asyncio\.[\w.]+ \([^)]*\)')*\]\.\s*$"
+)
 
 
 class EdsWorker(GeventWorker):
@@ -53,7 +61,9 @@ class EdsWorker(GeventWorker):
         return getattr(self.wsgi, "extensions", {}).get(EXTENSION)
 
     def patch(self) -> None:
-        super().patch()
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", _REDIS_ASYNCIO_ONLY, MonkeyPatchWarning)
+            super().patch()
         self.sockets = [_Listener(self, listener) for listener in self.sockets]
 
     def run(self) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -65,6 +66,23 @@ def test_sigterm_ends_the_streams_and_every_process(eds_server):
     wait_until(lambda: survivors([master]) == [], timeout=10, what="every process of the server gone")
     log = server.log_path.read_text()
     assert "gRPC xDS stopping" in log and "gRPC xDS is down" not in log
+
+
+def test_five_thousand_envoys_reconnecting_at_once_are_all_served(eds_server):
+    """A fleet comes back together after a restart. At its default size, grpc's own queue of streams
+    not yet taken up by the loop cancelled some of these (each Envoy would have come back only after
+    its backoff): every one of them is served."""
+    server = eds_server(grpc=True)
+    assert requests.put(f"{server.url}/edsservice/fleet", json={"hosts": [{"ip_address": "10.0.0.1", "port": 80}]},
+                        timeout=5).ok  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, "-m", "scripts.stream_burst", server.grpc_target, "fleet", "5000", "50"],
+        capture_output=True, text=True, timeout=180, cwd=REPO,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    burst = json.loads(result.stdout)
+    assert burst["failed"] == {} and burst["served"] == 5000, burst
+    assert requests.get(f"{server.url}/readyz", timeout=5).status_code == 200
 
 
 def test_no_process_outlives_a_killed_master(eds_server):

@@ -2,10 +2,12 @@
 
 import http.client
 import json
+import re
 import subprocess
 import sys
 from urllib.parse import urlsplit
 
+import pytest
 import requests
 
 from scripts.processes import REPO
@@ -134,3 +136,16 @@ def test_bad_settings_exit_with_a_message():
     )
     assert result.returncode == 2
     assert "unknown scheme" in result.stderr
+
+
+PYTHON_WARNING = re.compile(r"^\S+:\d+: \w+Warning: .*$", re.MULTILINE)
+
+
+@pytest.mark.parametrize("store", ["sqlite", "redis"])
+def test_a_started_worker_logs_no_python_warning(eds_server, request, tmp_path, store):
+    """An operator reads every warning in the log as something to look into (gevent's about patching
+    ssl late, for one, which named only redis-py's asyncio client, unused here)."""
+    url = request.getfixturevalue("redis_url") if store == "redis" else f"sqlite:///{tmp_path}/registry.db"
+    server = eds_server(store=url, workers=1)
+    assert add_host(server, 9001).status_code == 201  # the worker is up: it was patched
+    assert PYTHON_WARNING.findall(server.log_path.read_text()) == []
