@@ -26,6 +26,7 @@ from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 
 from eds_server.serving.limits import raise_open_files_limit
 from scripts.processes import EdsServer, rss_kb, worker_pids
+from scripts.stream_burst import open_at_once
 from scripts.xds_client import XdsStream
 
 from . import long_poll
@@ -211,6 +212,27 @@ def many_streams(tmp: Path, streams: int, connections: int) -> ManyStreams:
         eds.stop()
 
 
+# -- a fleet reconnecting at once ----------------------------------------------------
+@dataclass
+class Burst:
+    streams: int
+    connections: int
+    served: int
+    failed: dict[str, int]  # gRPC status -> streams that ended with it before their first response
+    seconds: float  # from the first stream opened to the last first response
+
+
+def reconnect_burst(tmp: Path, streams: int, connections: int) -> Burst:
+    """`streams` ADS streams opened at once, as Envoys reconnecting together after a restart; none retried."""
+    eds = server(tmp, "grpc-burst")
+    try:
+        put(eds, "fleet", hosts(10))
+        figures = in_own_process(open_at_once, eds.grpc_target, "fleet", streams, connections)
+        return Burst(streams, connections, figures["served"], figures["failed"], figures["seconds"])
+    finally:
+        eds.stop()
+
+
 # -- why grpc.aio: a thread per stream ---------------------------------------------------
 @dataclass
 class ThreadedStreams:
@@ -323,6 +345,7 @@ def measure(tmp: Path, writes: int, streams: int, connections: int, delta_servic
     return {
         "envoy": write_to_envoy(tmp, writes),
         "many": in_own_process(many_streams, tmp, streams, connections),
+        "burst": reconnect_burst(tmp, streams, connections),
         # On grpcio's threaded server 1,000 streams take about a minute to open; 2,000 did not within 120 s.
         "threaded": in_own_process(threaded_streams, min(streams, 1000), connections),
         "delta": delta_against_sotw(tmp, delta_services),
@@ -338,6 +361,8 @@ def render(figures: dict) -> str:
     many: ManyStreams = figures["many"]
     threaded: ThreadedStreams = figures["threaded"]
     delta: DeltaBytes = figures["delta"]
+    burst: Burst = figures["burst"]
+    failed = ", ".join(f"{count:,} {code}" for code, count in sorted(burst.failed.items())) or "none"
     rows = []
     for transport, values in figures["envoy"].items():
         median, p99 = statistics.median(values), _percentile(values, 0.99)
@@ -372,6 +397,10 @@ def render(figures: dict) -> str:
             f"- the simulated Envoys (grpc.aio, one process) used {many.client_cpu_seconds:.2f} s of CPU meanwhile: "
             f"on {os.cpu_count()} cores, server and clients together could not have finished before "
             f"**{many.floor_ms:.0f} ms**, however the server were built",
+            "",
+            f"{burst.streams:,} ADS streams opened at once over {burst.connections} connections (a fleet "
+            f"reconnecting together after a restart), none retried: **{burst.served:,} served** in "
+            f"{burst.seconds:.1f} s, failed: {failed}.",
             "",
             "Why gRPC runs in an asyncio process of its own: gunicorn's gevent workers cannot serve grpcio (its",
             "core polls and runs threads that gevent does not patch), and grpcio's threaded server holds a pool",

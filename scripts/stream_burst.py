@@ -60,6 +60,11 @@ async def burst(target: str, service: str, streams: int, connections: int, timeo
     return {"served": sum(answers), "failed": dict(failed), "seconds": round(time.monotonic() - started, 2)}
 
 
+def open_at_once(target: str, service: str, streams: int, connections: int, timeout: float = 120) -> dict:
+    raise_open_files_limit()
+    return asyncio.run(burst(target, service, streams, connections, timeout))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("target")
@@ -68,8 +73,7 @@ def main() -> None:
     parser.add_argument("connections", type=int)
     parser.add_argument("--timeout", type=float, default=120)
     args = parser.parse_args()
-    raise_open_files_limit()
-    print(json.dumps(asyncio.run(burst(args.target, args.service, args.streams, args.connections, args.timeout))))
+    print(json.dumps(open_at_once(args.target, args.service, args.streams, args.connections, args.timeout)))
 
 
 if __name__ == "__main__":
