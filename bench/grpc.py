@@ -395,8 +395,8 @@ def render(figures: dict) -> str:
             f"process used {many.push_cpu_seconds:.2f} s of CPU meanwhile "
             f"({many.push_cpu_seconds / many.streams * 1e6:.0f} us per stream: its push, and its ACK read back)",
             f"- the simulated Envoys (grpc.aio, one process) used {many.client_cpu_seconds:.2f} s of CPU meanwhile: "
-            f"on {os.cpu_count()} cores, server and clients together could not have finished before "
-            f"**{many.floor_ms:.0f} ms**, however the server were built",
+            f"on {os.cpu_count()} cores, that much CPU for server and clients together takes at least "
+            f"**{many.floor_ms:.0f} ms**: the floor of this measurement on this machine",
             "",
             f"{burst.streams:,} ADS streams opened at once over {burst.connections} connections (a fleet "
             f"reconnecting together after a restart), none retried: **{burst.served:,} served** in "
