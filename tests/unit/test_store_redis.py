@@ -20,13 +20,22 @@ def host(ip, port=80, **fields):
     return parse_host({"ip_address": ip, "port": port, **fields})
 
 
-def replicas(url, clock, count=2):
-    """`count` stores on one Redis, as `count` replicas (or workers) hold them."""
-    return [open_store(url, version_of, clock=clock) for _ in range(count)]
+@pytest.fixture
+def replicas(clock):
+    """`replicas(url, count)`: `count` stores on one Redis, as `count` replicas (or workers) hold them.
 
+    Every store opened is closed when the test ends, before the test's redis-server stops (list this
+    fixture after it): an open store's follower would report the server gone later, outside any test.
+    """
+    opened = []
 
-def close_all(*stores):
-    for store in stores:
+    def open_replicas(url, count=2):
+        stores = [open_store(url, version_of, clock=clock) for _ in range(count)]
+        opened.extend(stores)
+        return stores
+
+    yield open_replicas
+    for store in opened:
         store.close()
 
 
@@ -38,8 +47,8 @@ def run_together(*targets):
         thread.join(timeout=60)
 
 
-def test_replicas_see_each_others_writes_with_the_same_version(redis_url, clock):
-    a, b = replicas(redis_url, clock)
+def test_replicas_see_each_others_writes_with_the_same_version(redis_url, replicas):
+    a, b = replicas(redis_url)
     change = a.update("web", lambda s: Service("web", (host("10.0.0.1"),)))
     assert b.version("web") == a.version("web") == change.version_after
     assert b.get("web") == change.after
@@ -48,8 +57,8 @@ def test_replicas_see_each_others_writes_with_the_same_version(redis_url, clock)
     assert [s.name for s in a.services()] == ["web"]
 
 
-def test_concurrent_writers_on_two_replicas_lose_nothing(redis_url, clock):
-    stores = replicas(redis_url, clock)
+def test_concurrent_writers_on_two_replicas_lose_nothing(redis_url, replicas):
+    stores = replicas(redis_url)
     stores[0].update("svc", lambda s: Service("svc"))
 
     def writer(store, thread):
@@ -64,8 +73,8 @@ def test_concurrent_writers_on_two_replicas_lose_nothing(redis_url, clock):
     assert len(stores[1].get("svc").hosts) == 120
 
 
-def test_an_expiry_raced_by_every_replica_happens_once(redis_url, clock):
-    stores = replicas(redis_url, clock, count=3)
+def test_an_expiry_raced_by_every_replica_happens_once(redis_url, clock, replicas):
+    stores = replicas(redis_url, count=3)
     names = [f"svc-{i}" for i in range(15)]
     for name in names:
         stores[0].update(name, lambda s, name=name: Service(name, (host("10.0.0.1", ttl=5).stamped(clock()),)))
@@ -81,9 +90,9 @@ def test_an_expiry_raced_by_every_replica_happens_once(redis_url, clock):
     assert stores[2].due_for_expiry(clock()) == []
 
 
-def test_while_redis_is_away_polls_read_the_last_state_and_writes_fail(redis_server, clock):
+def test_while_redis_is_away_polls_read_the_last_state_and_writes_fail(redis_server, replicas):
     server = redis_server()
-    store, other_replica = replicas(server.url, clock)
+    store, other_replica = replicas(server.url)
     store.update("web", lambda s: Service("web", (host("10.0.0.1"), host("10.0.0.2"))))
     store.update("api", lambda s: Service("api", (host("10.0.0.9"),)))
     store.update("api", lambda s: None)
@@ -107,12 +116,11 @@ def test_while_redis_is_away_polls_read_the_last_state_and_writes_fail(redis_ser
     other_replica.update("web", lambda s: s.with_host(host("10.0.0.3"))[0])
     assert [h.ip_address for h in store.get("web").hosts] == ["10.0.0.1", "10.0.0.2", "10.0.0.3"]
     wait_until(lambda: store._mirror == other_replica._mirror and len(store._mirror) == 1, 5, what="mirrors follow")
-    close_all(store, other_replica)
 
 
-def test_a_hung_redis_is_waited_for_once_then_the_mirror_answers(redis_server, clock):
+def test_a_hung_redis_is_waited_for_once_then_the_mirror_answers(redis_server, replicas):
     server = redis_server()
-    store = open_store(server.url, version_of, clock=clock)
+    [store] = replicas(server.url, 1)
     store.update("web", lambda s: Service("web", (host("10.0.0.1"),)))
     version = store.version("web")
     wait_until(lambda: store._mirror and "web" in store._mirror, 5, what="the mirror loaded")
@@ -128,14 +136,13 @@ def test_a_hung_redis_is_waited_for_once_then_the_mirror_answers(redis_server, c
     wait_until(lambda: store.ping() is None, 5, what="ping answered")
     store.update("web", lambda s: None)
     assert store.version("web") is None
-    store.close()
 
 
-def test_a_replica_started_while_redis_is_away_answers_503_then_recovers(redis_server, clock):
+def test_a_replica_started_while_redis_is_away_answers_503_then_recovers(redis_server, replicas):
     server = redis_server()
     port = server.port
     server.stop()
-    store = open_store(f"redis://127.0.0.1:{port}/0", version_of, clock=clock)
+    [store] = replicas(f"redis://127.0.0.1:{port}/0", 1)
     with pytest.raises(StoreUnavailable):
         store.version("web")
     server.start()
@@ -143,7 +150,7 @@ def test_a_replica_started_while_redis_is_away_answers_503_then_recovers(redis_s
     assert store.version("web") is None
 
 
-def test_tls_and_a_password_in_the_url(redis_server, tmp_path, clock):
+def test_tls_and_a_password_in_the_url(redis_server, tmp_path, replicas):
     ca = trustme.CA()
     cert = ca.issue_cert("127.0.0.1")
     files = {"cert": tmp_path / "redis.crt", "key": tmp_path / "redis.key", "ca": tmp_path / "ca.pem"}
@@ -152,16 +159,16 @@ def test_tls_and_a_password_in_the_url(redis_server, tmp_path, clock):
     ca.cert_pem.write_to_path(str(files["ca"]))
     server = redis_server(password="s3cret/with:odd@chars", tls_files=files)
 
-    store = open_store(server.url, version_of, clock=clock)
+    [store] = replicas(server.url, 1)
     store.update("web", lambda s: Service("web", (host("10.0.0.1"),)))
     assert store.get("web").hosts[0].ip_address == "10.0.0.1"
     assert "s3cret" not in store.where
 
-    wrong = open_store(server.url.replace("s3cret", "wrong"), version_of, clock=clock)
+    [wrong] = replicas(server.url.replace("s3cret", "wrong"), 1)
     with pytest.raises(StoreUnavailable) as refused:
         wrong.ping()
     assert "wrong" not in str(refused.value)
-    plain = open_store(server.url.replace("rediss://", "redis://").split("?")[0], version_of, clock=clock)
+    [plain] = replicas(server.url.replace("rediss://", "redis://").split("?")[0], 1)
     with pytest.raises(StoreUnavailable):
         plain.ping()
 
@@ -261,11 +268,11 @@ def close(*sockets: socket.socket) -> None:
 
 
 @pytest.mark.parametrize("when", ["after_exec", "before_exec"])
-def test_a_commit_cut_in_flight_is_applied_exactly_once(redis_url, clock, when):
+def test_a_commit_cut_in_flight_is_applied_exactly_once(redis_url, when, replicas):
     redis_port = int(redis_url.rsplit(":", 1)[1].split("/")[0])
     cutter = ExecCutter(redis_port, when)
     try:
-        store = open_store(f"redis://127.0.0.1:{cutter.port}/0", version_of, clock=clock)
+        [store] = replicas(f"redis://127.0.0.1:{cutter.port}/0", 1)
 
         def add_the_next_host(service):
             # Not idempotent: applied twice, it would add two hosts.
@@ -280,11 +287,11 @@ def test_a_commit_cut_in_flight_is_applied_exactly_once(redis_url, clock, when):
         cutter.close()
 
 
-def test_a_commit_whose_outcome_cannot_be_known_says_so(redis_url, clock):
+def test_a_commit_whose_outcome_cannot_be_known_says_so(redis_url, replicas):
     redis_port = int(redis_url.rsplit(":", 1)[1].split("/")[0])
     cutter = ExecCutter(redis_port, "after_exec_then_gone")
-    store = open_store(f"redis://127.0.0.1:{cutter.port}/0", version_of, clock=clock)
+    [store] = replicas(f"redis://127.0.0.1:{cutter.port}/0", 1)
     with pytest.raises(CommitOutcomeUnknown, match="may have been applied"):
         store.update("web", lambda s: Service("web", (host("10.0.0.1"),)))
-    direct = open_store(redis_url, version_of, clock=clock)
+    [direct] = replicas(redis_url, 1)
     assert [h.ip_address for h in direct.get("web").hosts] == ["10.0.0.1"]
