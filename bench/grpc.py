@@ -25,6 +25,7 @@ import requests
 from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 
 from eds_server.serving.limits import raise_open_files_limit
+from scripts import xds_client
 from scripts.processes import EdsServer, rss_kb, worker_pids
 from scripts.stream_burst import open_at_once
 from scripts.xds_client import XdsStream
@@ -173,10 +174,7 @@ def many_streams(tmp: Path, streams: int, connections: int) -> ManyStreams:
         rss_before = rss_kb(pid) / 1024
 
         async def run() -> ManyStreams:
-            channels = [
-                grpc.aio.insecure_channel(eds.grpc_target, options=[("grpc.use_local_subchannel_pool", 1)])
-                for _ in range(connections)
-            ]
+            channels = xds_client.connections(eds.grpc_target, connections)
             arrivals = _Arrivals(streams)
             envoys = [
                 _SimulatedEnvoy(channels[i % connections], f"bench-{i}", "fleet", arrivals) for i in range(streams)
@@ -274,7 +272,7 @@ def threaded_streams(streams: int, connections: int) -> ThreadedStreams:
         rss_before = rss_kb(child.pid) / 1024
 
         async def run() -> ThreadedStreams:
-            channels = [grpc.aio.insecure_channel(f"127.0.0.1:{port}") for _ in range(connections)]
+            channels = xds_client.connections(f"127.0.0.1:{port}", connections)
             arrivals = _Arrivals(streams)
             envoys = [_SimulatedEnvoy(channels[i % connections], f"thread-{i}", CLA, arrivals) for i in range(streams)]
             tasks = [asyncio.create_task(envoy.run()) for envoy in envoys]

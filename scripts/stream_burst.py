@@ -21,13 +21,12 @@ import grpc
 from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 
 from eds_server.serving.limits import raise_open_files_limit
+from scripts import xds_client
 from scripts.xds_client import CLA
 
 
 async def burst(target: str, service: str, streams: int, connections: int, timeout: float) -> dict:
-    channels = [
-        grpc.aio.insecure_channel(target, options=[("grpc.use_local_subchannel_pool", 1)]) for _ in range(connections)
-    ]
+    channels = xds_client.connections(target, connections)
     stubs = [ads_pb2_grpc.AggregatedDiscoveryServiceStub(channel) for channel in channels]
     failed: Counter[str] = Counter()
     calls = []

@@ -105,3 +105,10 @@ def ports(assignment: endpoint_pb2.ClusterLoadAssignment) -> list[int]:
     return sorted(
         lb.endpoint.address.socket_address.port_value for group in assignment.endpoints for lb in group.lb_endpoints
     )
+
+
+def connections(target: str, count: int) -> list[grpc.aio.Channel]:
+    """`count` grpc.aio channels to `target`, each its own HTTP/2 connection, as that many Envoys (or
+    proxies in front of them) would open. Channels alike otherwise share one connection: grpc pools
+    subchannels process-wide."""
+    return [grpc.aio.insecure_channel(target, options=[("grpc.use_local_subchannel_pool", 1)]) for _ in range(count)]
