@@ -53,6 +53,9 @@ class XdsStream:
             self._responses.put(StreamEnded(error.code(), error.details()))
         else:
             self._responses.put(StreamEnded(grpc.StatusCode.OK, ""))
+        finally:
+            # grpcio's thread that sends our requests waits on this queue for good, stream ended or not.
+            self._requests.put(_END)
 
     def send(self, **fields) -> None:
         fields.setdefault("type_url", CLA)
