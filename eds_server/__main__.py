@@ -4,14 +4,21 @@ from __future__ import annotations
 
 import sys
 
-from .model import RegistryError
-from .serving import CannotStart, serve
-from .serving.grpc_process import PartFailed
-from .settings import SettingsError, load_settings
-from .store import StoreUnavailable
-
 
 def main(argv: list[str] | None = None) -> int:
+    try:  # here, not at the top: a dependency missing from the install is then one line, not a traceback
+        from .model import RegistryError
+        from .serving import CannotStart, serve
+        from .serving.grpc_process import PartFailed
+        from .settings import SettingsError, load_settings
+        from .store import StoreUnavailable
+    except ModuleNotFoundError as error:
+        print(
+            f"eds-server: cannot start: a dependency is missing ({error}); "
+            "install eds-server with its dependencies (pip install -r requirements.txt)",
+            file=sys.stderr,
+        )
+        return 1
     try:
         settings = load_settings(sys.argv[1:] if argv is None else argv)
     except SettingsError as error:

@@ -2,7 +2,8 @@
 
 Each through a real `python -m eds_server` process: a worker class that does not import (a new
 venv with requirements.txt less `packaging`, the very failure of a fresh machine before
-requirements.txt pinned it), a port that cannot be bound, a store that cannot be opened.
+requirements.txt pinned it), a module the server imports missing (that venv less one more), a port
+that cannot be bound, a store that cannot be opened.
 """
 
 from __future__ import annotations
@@ -65,6 +66,18 @@ def test_a_worker_class_that_does_not_import(venv_without_packaging, store):
     cause = refused("--port", str(free_port()), "--store", store, python=venv_without_packaging / "bin" / "python")
     assert cause.startswith("gunicorn worker class eds_server.") and "EdsWorker does not import" in cause
     assert "No module named 'packaging'" in cause
+    assert "requirements.txt" in cause
+
+
+@pytest.mark.parametrize("module", ["flask", "simdjson"])
+def test_a_module_missing_from_the_install(venv_without_packaging, tmp_path, module, store):
+    """Imported when the server starts, not only by a worker: Python's traceback ended the start before."""
+    venv = tmp_path / "venv"
+    shutil.copytree(venv_without_packaging, venv, symlinks=True, copy_function=os.link)
+    [installed] = (venv / "lib").glob(f"python*/site-packages/{module}")
+    shutil.rmtree(installed)
+    cause = refused("--port", str(free_port()), "--store", store, python=venv / "bin" / "python")
+    assert cause.startswith(f"a dependency is missing (No module named '{module}')")
     assert "requirements.txt" in cause
 
 
