@@ -3,11 +3,12 @@
 gunicorn finds both only once it runs, and reports them its own way: a worker
 class that fails to import ends a traceback with "class uri invalid or not
 found", and a port it cannot bind is retried five times over five seconds
-before "Can't connect". Checked here first, each is one line naming the cause.
-gunicorn still binds the port itself: the probe socket here is closed before
-gunicorn starts, and a bound socket that never listened leaves nothing behind
-(should another process take the port in that moment, gunicorn's own message
-tells).
+before "Can't connect". grpc logs a failed bind in a line of its own before
+the gRPC process can say anything. Checked here first, each is one line naming
+the cause. gunicorn and grpc still bind their ports themselves: the probe
+socket here is closed before they start, and a bound socket that never
+listened leaves nothing behind (should another process take the port in that
+moment, their own messages tell).
 """
 
 from __future__ import annotations
@@ -20,8 +21,8 @@ from ..settings import Settings
 from .gunicorn_options import bind_address, gunicorn_options
 
 BIND_ADVICE = {
-    errno.EADDRINUSE: "another process listens there; stop it or choose another --port",
-    errno.EACCES: "a port below 1024 needs root or CAP_NET_BIND_SERVICE; choose another --port",
+    errno.EADDRINUSE: "another process listens there; stop it or choose another {flag}",
+    errno.EACCES: "a port below 1024 needs root or CAP_NET_BIND_SERVICE; choose another {flag}",
     errno.EADDRNOTAVAIL: "no network interface of this machine has that address; check --host",
 }
 
@@ -33,6 +34,8 @@ class CannotStart(Exception):
 def check_can_start(settings: Settings) -> None:
     check_worker_class(gunicorn_options(settings)["worker_class"])
     check_port(settings.host, settings.port)
+    if settings.grpc_port is not None:
+        check_port(settings.host, settings.grpc_port, what=" (the gRPC port)", flag="--grpc-port")
 
 
 def check_worker_class(path: str) -> None:
@@ -46,7 +49,7 @@ def check_worker_class(path: str) -> None:
         ) from None
 
 
-def check_port(host: str, port: int) -> None:
+def check_port(host: str, port: int, what: str = "", flag: str = "--port") -> None:
     address = host.strip("[]")
     family = socket.AF_INET6 if ":" in address else socket.AF_INET
     try:
@@ -56,5 +59,5 @@ def check_port(host: str, port: int) -> None:
             probe.bind((address, port))
     except OSError as error:
         advice = BIND_ADVICE.get(error.errno)
-        cause = f"{error.strerror or error}" + (f" ({advice})" if advice else "")
-        raise CannotStart(f"cannot listen on {bind_address(host, port)}: {cause}") from None
+        cause = f"{error.strerror or error}" + (f" ({advice.format(flag=flag)})" if advice else "")
+        raise CannotStart(f"cannot listen on {bind_address(host, port)}{what}: {cause}") from None
