@@ -190,9 +190,11 @@ def _read(api: str, parser: simdjson.Parser, body: bytes) -> DiscoveryRequest | 
     if not isinstance(data, simdjson.Object):
         return [Problem("body", json_kind(data), "must be an object (a DiscoveryRequest)")]
     node = data.get("node") or {}
-    problems = _shape_problems(data, REQUEST_FIELDS[api], "") or _shape_problems(node, NODE_FIELDS[api], "node.")
+    problems = _shape_problems(data, REQUEST_FIELDS[api], "")
+    if isinstance(node, simdjson.Object):  # a node of another type is among the problems already
+        problems += _shape_problems(node, NODE_FIELDS[api], "node.")
     if problems:
-        return problems
+        return problems[:MAX_PROBLEMS]
     type_url = data.get("type_url") or TYPE_URLS[api]
     if type_url != TYPE_URLS[api]:
         shown = bounded(type_url, MAX_LABEL_CHARS)

@@ -385,6 +385,16 @@ def test_refusals_name_json_types_never_python_ones(client, body, field, named):
         assert f"'{python}'" not in message
 
 
+def test_a_poll_with_problems_at_the_top_and_in_its_node_has_all_of_them_named(client):
+    response = client.post(
+        "/v3/discovery:endpoints", data=b'{"node": {"id": 5}, "resource_names": "web", "version_info": [1]}'
+    )
+    assert response.status_code == 400
+    assert [problem["field"] for problem in response.get_json()["errors"]] == [
+        "resource_names", "version_info", "node.id",
+    ]  # fmt: skip
+
+
 def test_a_poll_states_at_most_ten_problems_and_quotes_nothing_long(client):
     unknown = {f"field-{i}-" + "x" * 1000: 1 for i in range(500)}
     response = client.post("/v3/discovery:endpoints", json={"resource_names": ["web"], **unknown})
