@@ -63,13 +63,14 @@ class ClientsLimits:
 class _Node:
     """What this worker knows of one node polling for one set of names."""
 
-    __slots__ = ("sent", "held_when_sent", "reported", "last_poll")
+    __slots__ = ("sent", "held_when_sent", "reported", "last_poll", "rejection_told")
 
     def __init__(self, now: float):
         self.sent: str | None = None  # the version this worker last sent it in a 200
         self.held_when_sent: str | None = None  # the version_info of the poll answered with `sent`
         self.reported: str | None = None  # the version_info of its latest poll here
         self.last_poll = now
+        self.rejection_told: str | None = None  # the sent version whose rejection was last news
 
 
 class _Seen:
@@ -212,12 +213,17 @@ class Clients:
             # It still reports the version it had when it was sent another one.
             rejected = node.sent not in (None, request.version_info) and request.version_info == node.held_when_sent
             rejects = node.sent if rejected else None
+            # An Envoy rejecting a version re-polls with it for as long as it rejects it: news once, not
+            # at every poll (each would wake the flush early).
+            news = news or (rejects is not None and rejects != node.rejection_told)
+            if rejects is not None:
+                node.rejection_told = rejects
             node.reported, node.last_poll = request.version_info, now
             held_until = now + hold if hold > 0 else None
             for name in request.names:
                 seen = self._seen((request.node_id, name), lambda: _Seen(request, now, node.sent))
                 seen.arrived(request, now, rejects is not None, held_until)
-        if news or rejects is not None:
+        if news:
             self.news.set()
         return Arrival(request, now, held_until, rejects)
 

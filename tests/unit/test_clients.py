@@ -90,5 +90,10 @@ def test_news_for_the_flusher_is_a_node_reporting_another_version_or_rejecting(r
 
     assert brings_news(poll(version=old))  # a node this worker had not seen
     assert brings_news(poll(version=old))  # it rejected the current version
+    assert not brings_news(poll(version=old))  # and rejects it still: told once, not at every poll
     assert brings_news(poll(version=current))  # it holds another version
     assert not brings_news(poll(version=current))  # the same again: nothing a wait waits for
+    put(registry, 82)
+    assert not brings_news(poll(version=current))  # sent the newer version: nothing it did yet
+    assert brings_news(poll(version=current))  # it rejected that one: news again
+    assert not brings_news(poll(version=current))
