@@ -215,9 +215,8 @@ class Clients:
             rejects = node.sent if rejected else None
             # An Envoy rejecting a version re-polls with it for as long as it rejects it: news once, not
             # at every poll (each would wake the flush early).
-            news = news or (rejects is not None and rejects != node.rejection_told)
-            if rejects is not None:
-                node.rejection_told = rejects
+            if rejects is not None and rejects != node.rejection_told:
+                news, node.rejection_told = True, rejects
             node.reported, node.last_poll = request.version_info, now
             held_until = now + hold if hold > 0 else None
             for name in request.names:

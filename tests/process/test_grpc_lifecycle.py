@@ -37,7 +37,7 @@ def test_a_taken_grpc_port_fails_the_start_with_one_clear_line(tmp_path):
             capture_output=True, text=True, timeout=60, cwd=REPO, start_new_session=True,
         )  # fmt: skip
     assert (result.returncode, result.stdout) == (1, "")
-    [line] = result.stderr.splitlines()  # grpc's own log of the failed bind came first, before
+    [line] = result.stderr.splitlines()  # grpc's own log of the failed bind no longer comes first
     assert line == (
         f"eds-server: cannot start: cannot listen on 127.0.0.1:{port} (the gRPC port): Address already in use "
         "(another process listens there; stop it or choose another --grpc-port)"
