@@ -35,7 +35,7 @@ def check_can_start(settings: Settings) -> None:
     check_worker_class(gunicorn_options(settings)["worker_class"])
     check_port(settings.host, settings.port)
     if settings.grpc_port is not None:
-        check_port(settings.host, settings.grpc_port, what=" (the gRPC port)", flag="--grpc-port")
+        check_port(settings.host, settings.grpc_port, flag="--grpc-port", role="the gRPC port")
 
 
 def check_worker_class(path: str) -> None:
@@ -49,7 +49,7 @@ def check_worker_class(path: str) -> None:
         ) from None
 
 
-def check_port(host: str, port: int, what: str = "", flag: str = "--port") -> None:
+def check_port(host: str, port: int, flag: str = "--port", role: str | None = None) -> None:
     address = host.strip("[]")
     family = socket.AF_INET6 if ":" in address else socket.AF_INET
     try:
@@ -60,4 +60,5 @@ def check_port(host: str, port: int, what: str = "", flag: str = "--port") -> No
     except OSError as error:
         advice = BIND_ADVICE.get(error.errno)
         cause = f"{error.strerror or error}" + (f" ({advice.format(flag=flag)})" if advice else "")
-        raise CannotStart(f"cannot listen on {bind_address(host, port)}{what}: {cause}") from None
+        where = bind_address(host, port) + (f" ({role})" if role else "")
+        raise CannotStart(f"cannot listen on {where}: {cause}") from None
