@@ -93,15 +93,9 @@ class Registry:
             # A heartbeat that only moves a deadline leaves the service equal (a
             # deadline is no part of a host's equality, nor of its ETag); at INFO
             # it would bury the changes among the refreshes.
-            shown = change.visible or change.before != change.after
-            log.log(
-                logging.INFO if shown else logging.DEBUG,
-                "%s service=%s by=%s %s",
-                operation,
-                name,
-                who,
-                describe(change),
-            )
+            level = logging.INFO if change.visible or change.before != change.after else logging.DEBUG
+            if log.isEnabledFor(level):  # describing a large service's change costs as much as the write
+                log.log(level, "%s service=%s by=%s %s", operation, name, who, describe(change))
         return change
 
     def create(self, name: str, body: Any, expected: Expected | None = None, who: str = "-") -> Change:

@@ -69,7 +69,7 @@ class MemoryStore(Store):
     def _atomically(self, name: str, step: Callable) -> Change:
         with self._lock:
             current, version_before = self._services.get(name, (None, None))
-            after, version_after = step(current)
+            after, version_after = step(current, version_before)
             if after is current:
                 return Change(name, current, current, version_before, version_before)
             if after is None:

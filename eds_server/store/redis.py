@@ -234,7 +234,7 @@ class RedisStore(Store):
                 current = None if record is None else load_service(record)
                 self._step.connection = connection
                 try:
-                    after, version_after = step(current)
+                    after, version_after = step(current, version_before)
                 finally:
                     self._step.connection = None
                 if after is current:  # nothing to write

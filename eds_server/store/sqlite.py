@@ -69,6 +69,10 @@ CREATE TABLE IF NOT EXISTS clients (
 CREATE INDEX IF NOT EXISTS clients_last_poll ON clients (last_poll);
 """
 BUSY_TIMEOUT_SECONDS = 30
+# A write waits for another connection's write lock in sleeps of its own, this long at first and
+# at most: sqlite's busy handler sleeps inside C, where gevent cannot switch to another request,
+# so a worker waiting there answered nothing, its polls included, while another worker wrote.
+LOCK_WAIT_FIRST_SECONDS, LOCK_WAIT_LONGEST_SECONDS = 0.001, 0.02
 # How often a waiting watcher looks at the shared generation (a read of shared
 # memory) per worker, for every held poll at once; a change reaches held polls within this.
 CHANGE_CHECK_INTERVAL = 0.01
@@ -84,6 +88,23 @@ HINTS = {
 }
 
 Identity = tuple[int, int]  # (device, inode) of the file
+
+
+def _begin_immediate(conn: sqlite3.Connection) -> None:
+    """BEGIN IMMEDIATE, waiting for the write lock in `time.sleep`s (which gevent turns into a switch)."""
+    conn.execute("PRAGMA busy_timeout = 0")
+    give_up_at = time.monotonic() + BUSY_TIMEOUT_SECONDS
+    pause = LOCK_WAIT_FIRST_SECONDS
+    while True:
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            break
+        except sqlite3.OperationalError as error:
+            if error.sqlite_errorcode != sqlite3.SQLITE_BUSY or time.monotonic() + pause > give_up_at:
+                raise
+        time.sleep(pause)
+        pause = min(pause * 2, LOCK_WAIT_LONGEST_SECONDS)
+    conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_SECONDS * 1000}")
 
 
 class _Connection(sqlite3.Connection):
@@ -335,7 +356,7 @@ class SqliteStore(Store):
         with self._connection(to_write=True) as conn:
             if conn.identity != self._identity:  # opened on a file that was replaced since
                 raise StoreUnavailable(f"sqlite store {self.path}: the database file was replaced; retry")
-            conn.execute("BEGIN IMMEDIATE")
+            _begin_immediate(conn)
             try:
                 yield conn
                 if _identity(self.path) != conn.identity:  # deleted or replaced while the step ran
@@ -371,7 +392,7 @@ class SqliteStore(Store):
             row = conn.execute("SELECT record, version FROM services WHERE name = ?", (name,)).fetchone()
             current = load_service(row[0]) if row else None
             version_before = row[1] if row else None
-            after, version_after = step(current)
+            after, version_after = step(current, version_before)
             if after is current:
                 return Change(name, current, current, version_before, version_before)
             if after is None:

@@ -173,6 +173,28 @@ def test_version_is_stable_and_changes_only_with_what_envoy_sees(client):
     assert changed.status_code == 200 and changed.get_json()["version_info"] != version
 
 
+def test_hosts_are_listed_ipv4_first_then_by_address_as_a_number_then_by_port(client):
+    # The order is part of every version: the same hosts must render the same way in every release.
+    given = ["2001:db8::10", "10.0.0.10", "::1", "10.0.0.9:81", "9.255.255.255", "2001:db8::9", "10.0.0.9:80"]
+    hosts = []
+    for spelled in given:
+        address, _, port = spelled.rpartition(":") if "." in spelled and ":" in spelled else (spelled, "", "80")
+        hosts.append({"ip_address": address, "port": int(port)})
+    client.put("/edsservice/web", json={"hosts": hosts})
+    _, [assignment] = parse_v3(poll(client))
+    listed = [(lb.endpoint.address.socket_address.address, lb.endpoint.address.socket_address.port_value)
+              for lb in assignment.endpoints[0].lb_endpoints]  # fmt: skip
+    assert listed == [
+        ("9.255.255.255", 80),
+        ("10.0.0.9", 80),
+        ("10.0.0.9", 81),
+        ("10.0.0.10", 80),
+        ("::1", 80),
+        ("2001:db8::9", 80),
+        ("2001:db8::10", 80),
+    ]
+
+
 def test_v2_answers_with_v2_type_urls(client):
     client.put(
         "/edsservice/web",

@@ -111,6 +111,19 @@ def test_a_heartbeat_moves_the_deadline_and_keeps_the_version(store, clock):
 
 
 
+def test_a_heartbeat_that_changes_nothing_envoy_sees_does_not_render_its_service_again(store, clock, monkeypatch):
+    # Rendering is most of a write to a large service, and its hosts heartbeat every few seconds.
+    put(store, "svc", host("10.0.0.1", ttl=5), host("10.0.0.2"))
+    version = store.version("svc")
+    rendered = []
+    monkeypatch.setattr(store, "version_of", lambda name, service: rendered.append(name) or version_of(name, service))
+    clock.advance(1)
+    store.update("svc", lambda s: s.with_host(host("10.0.0.1", ttl=5).stamped(clock()))[0])
+    assert (store.version("svc"), rendered) == (version, [])
+    store.update("svc", lambda s: s.with_host(host("10.0.0.1", ttl=5, tags={"load_balancing_weight": 3}))[0])
+    assert rendered == ["svc"] and store.version("svc") != version
+
+
 def test_a_later_write_that_adds_a_ttl_host_or_shortens_a_deadline_is_expired_by_it(store, clock):
     # A backend that indexes each service's earliest deadline must move it with every write,
     # earlier as well as later, and set it on a service that had none.
@@ -334,3 +347,61 @@ def test_sqlite_never_acknowledges_a_write_into_a_file_that_is_gone(tmp_path, mo
     with pytest.raises(CommitOutcomeUnknown, match="may be lost"):
         store.update("web", lambda current: Service("web", (host,)))
     store.close()
+
+
+# Another worker's write, under way: it holds SQLite's write lock for a second.
+HOLD_THE_WRITE_LOCK = """
+import sqlite3, sys, time
+conn = sqlite3.connect(sys.argv[1], isolation_level=None)
+conn.execute("BEGIN IMMEDIATE")
+print("held", flush=True)
+time.sleep(1.0)
+conn.execute("COMMIT")
+"""
+# A gevent worker: one greenlet writes (and must wait for the lock), another answers requests meanwhile.
+WRITE_BESIDE_OTHER_REQUESTS = """
+from gevent import monkey
+monkey.patch_all()
+import sys, time
+import gevent
+from eds_server.model import Service, parse_host
+from eds_server.store import open_store
+from eds_server.xds import version_of
+
+store = open_store(f"sqlite:///{sys.argv[1]}", version_of)
+answered = []
+def other_requests():
+    while True:
+        answered.append(time.monotonic())
+        gevent.sleep(0.01)
+gevent.spawn(other_requests)
+started = time.monotonic()
+store.update("web", lambda current: Service("web", (parse_host({"ip_address": "10.0.0.1", "port": 80}),)))
+done = time.monotonic()
+print(done - started, sum(started < at < done for at in answered), len(store.get("web").hosts))
+"""
+
+
+def test_a_sqlite_write_waiting_for_another_workers_lets_its_own_worker_answer_meanwhile(tmp_path):
+    """gevent cannot switch inside sqlite's own wait for a lock: a worker whose write waited there
+    answered no poll until the other worker's write ended."""
+    import subprocess
+    import sys
+
+    db = tmp_path / "registry.db"
+    created = open_store(f"sqlite:///{db}", version_of)
+    created.update("other", lambda current: Service("other"))
+    created.close()
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_THE_WRITE_LOCK, str(db)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline() == "held\n"
+        worker = subprocess.run(
+            [sys.executable, "-c", WRITE_BESIDE_OTHER_REQUESTS, str(db)], capture_output=True, text=True, timeout=60
+        )
+    finally:
+        holder.kill()
+        holder.wait()
+    assert worker.returncode == 0, worker.stderr
+    waited, answered_meanwhile, hosts = worker.stdout.split()
+    assert float(waited) > 0.3 and int(hosts) == 1  # it did wait for the lock, then wrote
+    assert int(answered_meanwhile) >= 10, worker.stdout
