@@ -310,9 +310,9 @@ def too_large_message(limit: int) -> str:
 
 
 def error_body(error: RegistryError) -> dict[str, Any]:
-    """The JSON of a refusal: the message, and for invalid input each problem's field, value and rule."""
+    """The JSON of a refusal: the message, and for refused input each problem's field, value and rule."""
     body: dict[str, Any] = {"message": error.message}
-    if isinstance(error, InvalidInput):
+    if error.problems:
         body["errors"] = [p.as_dict() for p in error.problems]
     return body
 

@@ -160,7 +160,7 @@ class ClientsRoute(Resource):
         """The Envoy nodes polling this server (any worker, any replica on the same store), and what each holds."""
         service = request.args.get("service")
         if service is not None:
-            validate_name(service)
+            validate_name(service, "service")
         core = app_state().core
         statuses = core.clients.statuses(service)
         return {"clients": [client_json(s, core.propagation.subscribed(s)) for s in statuses]}

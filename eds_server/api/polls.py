@@ -22,7 +22,7 @@ from flask_restx import Namespace, Resource, fields
 from ..model import NAME_PATTERN, RegistryError, validate_name
 from ..store import StoreUnavailable
 from ..xds.render import v1_registration
-from ..xds.request import MAX_RESOURCE_NAMES, ParsedPerConnection
+from ..xds.request import MAX_RESOURCE_NAMES, MalformedPoll, ParsedPerConnection
 from ..xds.resources import PATH_OF, POLL_PATHS, REGISTRATION_V1_PATH, TYPE_URLS, V2, V3
 from .common import (
     BODY_STOPPED,
@@ -81,6 +81,11 @@ class PollRoutes:
             environ["eds.node"] = poll.node_id
             answer = self.core.poll(poll, self.hold_for(environ))
             status, body = answer.status, answer.body
+        except MalformedPoll as error:
+            if error.node_id:
+                environ["eds.node"] = error.node_id
+            reason = f"{error.message} (node {error.node_id})" if error.node_id else error.message
+            status, body = self._refuse(environ, status_of(error), reason, error_body(error))
         except RegistryError as error:
             status, body = self._refuse(environ, status_of(error), error.message, error_body(error))
         except BodyRefused as error:

@@ -239,7 +239,7 @@ class PropagationRoute(Resource):
         """Whether every Envoy polling the service has a version of it; `?wait=SECONDS` holds until they have."""
         validate_name(name)
         version = request.args.get("version")
-        if version is not None and not VERSION_PATTERN.match(version):
+        if version is not None and not VERSION_PATTERN.fullmatch(version):
             raise InvalidInput(
                 [Problem("version", version, "must be a version of this server: 16 hex digits, as in a write's answer")]
             )

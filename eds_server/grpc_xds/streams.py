@@ -34,6 +34,11 @@ from . import wire
 log = logging.getLogger("eds_server.grpc")
 
 
+# Resource types one ADS stream may ask for besides endpoints (Envoy asks for at most a handful:
+# listeners, routes, clusters, secrets, runtime...): each is remembered for as long as the stream.
+MAX_OTHER_TYPES = 16
+
+
 class StreamError(Exception):
     """Ends one stream with this gRPC status."""
 
@@ -52,7 +57,8 @@ class Hub:
     """Every open stream of this process, by the service names they watch; woken by the feed."""
 
     # A change's pushes count as under way until their ACK or NACK is read, so the view it then
-    # flushes has them; a stream that never answers holds a flush back this long, once.
+    # flushes has them; a stream that never answers holds a flush back this long, once: until it
+    # answers again, its pushes are not waited for.
     flush_waits_for_pushes_at_most = FLUSH_WAITS_FOR_ANSWERS_AT_MOST
 
     def __init__(self, core: DiscoveryCore, metrics: Metrics, limits: Limits):
@@ -68,6 +74,7 @@ class Hub:
         self.streams: set[XdsStream] = set()
         self._dirty: set[XdsStream] = set()  # streams whose clients-view rows changed since the last `flush`
         self._pushing: set[XdsStream] = set()  # streams woken by a change, until it is answered or not due
+        self._silent: set[XdsStream] = set()  # streams a flush waited for in vain, until they answer
         self._refreshed_at = time.monotonic()  # every open stream's rows last noted
         self.feed = ChangeFeed(core.store, core.version, self._changed_from_thread)
         self.stopping = False
@@ -97,7 +104,7 @@ class Hub:
             except Exception as error:  # each stream reads it again itself, and fails alone if it must
                 log.warning("cannot read %s after a change: %s", name, error)
                 self._latest.pop(name, None)
-            self._pushing |= watchers
+            self._pushing |= watchers - self._silent
             for stream in watchers:
                 stream.check(name)
 
@@ -139,6 +146,10 @@ class Hub:
         """`stream` had nothing to push, or its push was answered (ACK or NACK)."""
         self._pushing.discard(stream)
 
+    def answered(self, stream: XdsStream) -> None:
+        self._silent.discard(stream)
+        self.settled(stream)
+
     async def flush_every(self, seconds: float) -> None:
         """`flush`, then the clients view to the store (in a thread: a store write must not stall the loop)."""
         while True:
@@ -146,6 +157,8 @@ class Hub:
             waited_until = time.monotonic() + self.flush_waits_for_pushes_at_most
             while self._pushing and time.monotonic() < waited_until:
                 await asyncio.sleep(0.05)
+            self._silent |= self._pushing
+            self._pushing.clear()
             self.flush()
             try:
                 await asyncio.to_thread(self.core.clients.flush)
@@ -157,6 +170,7 @@ class Hub:
         self.noted(stream)
         self.streams.discard(stream)
         self._pushing.discard(stream)
+        self._silent.discard(stream)
         log.info("stream closed: node=%s mode=%s peer=%s", stream.subscription.node.id, stream.kind, stream.peer)
         self.watch(stream, remove=stream.subscription.names)
         self.metrics.grpc_stream_closed(stream.kind)
@@ -186,8 +200,11 @@ class XdsStream:
         self.subscription: Subscription | None = None
         self._wake = asyncio.Event()
         self._to_check: set[str] = set()
-        self._outbox: list = []  # answers for other resource types (ADS), written before pushes
-        self._other_types: dict[str, tuple[str, frozenset[str]]] = {}  # type_url -> (nonce, names answered)
+        # Answers for other resource types (ADS), written before pushes; a type's newer answer replaces
+        # one not yet written, so a client that does not read holds at most one per type.
+        self._outbox: dict[str, object] = {}
+        self._other_types: dict[str, tuple[str, int]] = {}  # type_url -> (nonce, hash of the names answered)
+        self._answers = 0  # answers for other types so far: their nonces' numbers
         self._failure: StreamError | None = None
         self._ended = False
         self._node = None  # from the stream's first request: the protocol sends it only there for sure
@@ -279,9 +296,12 @@ class XdsStream:
             self._verdict(subscription.answered(request.response_nonce, message))
             # The protocol reads initial_resource_versions on a stream's first request (of the type) only.
             held = dict(request.initial_resource_versions) if first else {}
-            self.hub.watch(self, add=subscribe - subscription.names, remove=unsubscribe & subscription.names)
+            before = set(subscription.names)
             subscription.unsubscribe(unsubscribe)
             self._to_check |= subscription.subscribe(subscribe, held)
+            # What the stream watches follows what it ends up subscribed to (a name in both lists
+            # stays subscribed): the feed counts each name's watchers, for every stream at once.
+            self.hub.watch(self, add=subscription.names - before, remove=before - subscription.names)
             if len(subscription.names) > self.hub.limits.max_names:
                 raise StreamError(
                     grpc.StatusCode.INVALID_ARGUMENT,
@@ -289,12 +309,15 @@ class XdsStream:
                 )
         self.hub.noted(self)
 
-    def _checked(self, names, field: str) -> set[str]:
+    def _counted(self, names, field: str):
         if len(names) > self.hub.limits.max_names:
             raise StreamError(
                 grpc.StatusCode.INVALID_ARGUMENT, f"{field}: {len(names)} names, at most {self.hub.limits.max_names}"
             )
-        for index, name in enumerate(names):
+        return names
+
+    def _checked(self, names, field: str) -> set[str]:
+        for index, name in enumerate(self._counted(names, field)):
             if not NAME_PATTERN.fullmatch(name):
                 raise StreamError(
                     grpc.StatusCode.INVALID_ARGUMENT,
@@ -305,7 +328,7 @@ class XdsStream:
     def _verdict(self, verdict) -> None:
         if verdict is None:
             return
-        self.hub.settled(self)
+        self.hub.answered(self)
         metrics, kind = self.hub.metrics, self.kind
         if verdict.accepted:
             metrics.grpc_acked(kind)
@@ -325,33 +348,39 @@ class XdsStream:
         if self.service == "eds":
             raise StreamError(
                 grpc.StatusCode.INVALID_ARGUMENT,
-                f"type_url {type_url!r}: EndpointDiscoveryService serves only {wire.ASSIGNMENT_TYPE}",
+                f"type_url {type_url[:200]!r}: EndpointDiscoveryService serves only {wire.ASSIGNMENT_TYPE}",
             )
         if not type_url:
             raise StreamError(grpc.StatusCode.INVALID_ARGUMENT, "type_url: required on an aggregated (ADS) stream")
-        answered_nonce, answered = self._other_types.get(type_url, ("", frozenset()))
+        if type_url not in self._other_types and len(self._other_types) >= MAX_OTHER_TYPES:
+            raise StreamError(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"type_url {type_url[:200]!r}: more than {MAX_OTHER_TYPES} resource types asked for on one stream",
+            )
+        answered_nonce, answered = self._other_types.get(type_url, ("", 0))
         if self.mode == SOTW:
-            names = frozenset(request.resource_names)
-            if request.response_nonce == answered_nonce and names == answered and answered_nonce:
+            names = frozenset(self._counted(request.resource_names, "resource_names"))
+            if request.response_nonce == answered_nonce and hash(names) == answered and answered_nonce:
                 return  # the ACK of our answer
             response = wire.DiscoveryResponse(type_url=type_url, version_info="", nonce=self._other_nonce(type_url))
         else:
-            names = frozenset(request.resource_names_subscribe)
+            names = frozenset(self._counted(request.resource_names_subscribe, "resource_names_subscribe"))
             if request.response_nonce and not names:
                 return
             response = wire.DeltaDiscoveryResponse(
                 type_url=type_url, removed_resources=sorted(names - {"*"}), nonce=self._other_nonce(type_url)
             )
-        self._other_types[type_url] = (response.nonce, names)
-        self._outbox.append(response)
+        self._other_types[type_url] = (response.nonce, hash(names))
+        self._outbox[type_url] = response
 
     def _other_nonce(self, type_url: str) -> str:
-        return f"{type_url.rsplit('.', 1)[-1]}-{len(self._outbox) + len(self._other_types)}"
+        self._answers += 1
+        return f"{type_url.rsplit('.', 1)[-1][:100]}-{self._answers}"
 
     # -- pushes --------------------------------------------------------------
     async def _write_due(self) -> None:
         while self._outbox:
-            await self.context.write(self._outbox.pop(0))
+            await self.context.write(self._outbox.pop(next(iter(self._outbox))))
         subscription = self.subscription
         if subscription is None or not self._to_check:
             self.hub.settled(self)

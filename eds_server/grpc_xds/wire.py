@@ -12,6 +12,7 @@ from envoy.config.endpoint.v3 import endpoint_pb2
 from envoy.service.discovery.v3 import discovery_pb2
 from google.protobuf import any_pb2, json_format
 
+from ..xds.request import MAX_ERROR_MESSAGE_CHARS, MAX_LABEL_CHARS, MAX_NODE_ID_CHARS, bounded
 from ..xds.resources import TYPE_URLS, V3
 from ..xds.streams import Node
 
@@ -43,17 +44,24 @@ class Packer:
 
 
 def node_of(request) -> Node:
-    """The node of a (Delta)DiscoveryRequest: id, cluster and Envoy's version (major.minor.patch)."""
+    """The node of a (Delta)DiscoveryRequest: id, cluster and Envoy's version (major.minor.patch),
+    kept to the lengths a REST poll's are."""
     node = request.node
     version = node.user_agent_build_version.version
     envoy_version = (
         f"{version.major_number}.{version.minor_number}.{version.patch}"
         if node.HasField("user_agent_build_version")
-        else node.user_agent_version
+        else bounded(node.user_agent_version, MAX_LABEL_CHARS)
     )
-    return Node(id=node.id, cluster=node.cluster, envoy_version=envoy_version)
+    return Node(
+        id=bounded(node.id, MAX_NODE_ID_CHARS),
+        cluster=bounded(node.cluster, MAX_LABEL_CHARS),
+        envoy_version=envoy_version,
+    )
 
 
 def error_message(request) -> str | None:
     """The NACK's error_detail.message; None for an ACK (no error_detail)."""
-    return request.error_detail.message or "(no message)" if request.HasField("error_detail") else None
+    if not request.HasField("error_detail"):
+        return None
+    return bounded(request.error_detail.message, MAX_ERROR_MESSAGE_CHARS) or "(no message)"

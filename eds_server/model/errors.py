@@ -29,7 +29,9 @@ class Problem:
 
 
 class RegistryError(Exception):
-    """Base of every error the registry reports to its callers."""
+    """Base of every error the registry reports to its callers; a refused input lists its `problems`."""
+
+    problems: list[Problem] = []
 
     def __init__(self, message: str):
         super().__init__(message)
@@ -66,6 +68,10 @@ class PreconditionFailed(RegistryError):
 
 class LimitExceeded(RegistryError):
     """A configured bound (hosts per service, number of services) would be passed."""
+
+    def __init__(self, message: str, problem: Problem):
+        super().__init__(message)
+        self.problems = [problem]
 
 
 def check(problems: list[Problem]) -> None:

@@ -302,7 +302,8 @@ def parse_host(data: Any, where: str = "host") -> Host:
                 problems.append(
                     Problem(f"{where}.metadata.{key}", metadata[key], f"is set by tags.{key}, not metadata")
                 )
-        size = len(json.dumps(metadata, separators=(",", ":")))
+        # Counted as it is sent and stored: UTF-8, not the \u escapes json.dumps writes by default.
+        size = len(json.dumps(metadata, separators=(",", ":"), ensure_ascii=False).encode("utf-8", "surrogatepass"))
         if size > MAX_METADATA_BYTES:
             problems.append(
                 Problem(f"{where}.metadata", f"<{size} bytes>", f"must be at most {MAX_METADATA_BYTES} bytes as JSON")

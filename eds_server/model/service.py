@@ -24,9 +24,12 @@ SERVICE_FIELDS = ("name", "hosts", "policy")
 READ_ONLY_SERVICE_FIELDS = ("version", "etag")
 
 
-def validate_name(name: Any) -> str:
+def validate_name(name: Any, field: str = "name") -> str:
     if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name):
-        raise InvalidInput([Problem("name", name, "must be 1-128 characters of A-Z a-z 0-9 . _ -")])
+        raise InvalidInput([Problem(field, name, "must be 1-128 characters of A-Z a-z 0-9 . _ -")])
+    if name in (".", ".."):
+        # As a path segment (/edsservice/..) clients resolve it away: no call could reach it.
+        raise InvalidInput([Problem(field, name, "must not be . or .. (a URL path cannot name it)")])
     return name
 
 

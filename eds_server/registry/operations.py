@@ -17,6 +17,7 @@ from ..model import (
     Host,
     LimitExceeded,
     NotFound,
+    Problem,
     Service,
     format_endpoint,
     parse_host,
@@ -61,9 +62,11 @@ class Registry:
 
     def _bounded(self, service: Service) -> Service:
         if len(service.hosts) > self.limits.max_hosts_per_service:
+            limit = self.limits.max_hosts_per_service
             raise LimitExceeded(
                 f"service {service.name!r} would have {len(service.hosts)} hosts; "
-                f"the limit is {self.limits.max_hosts_per_service} (EDS_MAX_HOSTS_PER_SERVICE)"
+                f"the limit is {limit} (EDS_MAX_HOSTS_PER_SERVICE)",
+                Problem("hosts", len(service.hosts), f"must be at most {limit} hosts (EDS_MAX_HOSTS_PER_SERVICE)"),
             )
         return service
 
@@ -79,9 +82,11 @@ class Registry:
             if after is None or after is current:
                 return after
             if current is None and self.store.count() >= self.limits.max_services:
+                limit = self.limits.max_services
                 raise LimitExceeded(
                     f"service {after.name!r} cannot be created: the registry holds the maximum of "
-                    f"{self.limits.max_services} services (EDS_MAX_SERVICES); nothing was changed"
+                    f"{limit} services (EDS_MAX_SERVICES); nothing was changed",
+                    Problem("name", after.name, f"is a new service, and the registry holds {limit} (EDS_MAX_SERVICES)"),
                 )
             return self._bounded(after)
 

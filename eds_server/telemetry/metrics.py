@@ -42,6 +42,13 @@ WRITE_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5
 # How often a worker writes its polls' figures to the shared files (a scrape of
 # this worker writes them first; other workers' polls show up to this much later).
 FLUSH_INTERVAL = 1.0
+# Services with a subscriptions series of their own, per gRPC process. A series, once made, lasts
+# as long as the process (prometheus-client cannot remove one in multiprocess mode; a scrape leaves
+# out those at 0), so names past this, subscribed by streams that churn through names nobody
+# registered, are counted together under OTHER_SERVICES: five times what one stream may subscribe
+# to, a few MB of metrics files at most.
+MAX_SUBSCRIPTION_SERIES = 50_000
+OTHER_SERVICES = "(other services)"
 
 
 def enable_multiprocess(directory: str) -> None:
@@ -134,6 +141,7 @@ class Metrics:
             buckets=PUSH_BUCKETS,
             registry=self.collectors,
         )
+        self._subscription_series: set[str] = set()
         self._lock = threading.Lock()
         self._unwritten = _PollFigures()
         self._grpc_unwritten = _GrpcFigures()
@@ -190,9 +198,18 @@ class Metrics:
 
     def grpc_subscribed(self, mode: str, added, removed) -> None:
         for name in added:
-            self.grpc_subscriptions.labels(name, mode).inc()
+            self.grpc_subscriptions.labels(self._subscription_series_of(name), mode).inc()
         for name in removed:
-            self.grpc_subscriptions.labels(name, mode).dec()
+            self.grpc_subscriptions.labels(self._subscription_series_of(name), mode).dec()
+
+    def _subscription_series_of(self, name: str) -> str:
+        series = self._subscription_series
+        if name in series:
+            return name
+        if len(series) < MAX_SUBSCRIPTION_SERIES:
+            series.add(name)
+            return name
+        return OTHER_SERVICES
 
     # Pushes, ACKs and NACKs, like polls, are noted in memory and written by `flush`: one write
     # reaching 10,000 streams is 10,000 pushes and as many ACKs within a second.
@@ -220,11 +237,24 @@ class Metrics:
         self.flush()
         scrape = CollectorRegistry(auto_describe=False)
         if MULTIPROCESS_DIR in os.environ:
-            multiprocess.MultiProcessCollector(scrape)
+            scrape.register(_WithoutUnsubscribed(multiprocess.MultiProcessCollector(None)))
         else:
-            scrape.register(self.collectors)
+            scrape.register(_WithoutUnsubscribed(self.collectors))
         scrape.register(_Live(live))
         return generate_latest(scrape)
+
+
+class _WithoutUnsubscribed:
+    """The collected metrics less the subscriptions series at 0: a service no stream watches now."""
+
+    def __init__(self, collector):
+        self.collector = collector
+
+    def collect(self) -> Iterable[Metric]:
+        for metric in self.collector.collect():
+            if metric.name == "eds_grpc_subscriptions":
+                metric.samples = [sample for sample in metric.samples if sample.value]
+            yield metric
 
 
 class _Live:

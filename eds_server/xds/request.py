@@ -57,6 +57,9 @@ MAX_RESOURCE_NAMES = 64
 # to be recognised.
 MAX_NODE_ID_CHARS = 512
 MAX_LABEL_CHARS = 256
+# Length kept of a NACK's error_detail.message (gRPC): Envoy's own name the field and the rule in a
+# few hundred characters; the clients view copies it into a row per rejected resource.
+MAX_ERROR_MESSAGE_CHARS = 1024
 # Problems reported for one malformed poll: the first ones say what is wrong.
 MAX_PROBLEMS = 10
 
@@ -161,6 +164,19 @@ def _shape_problems(data: simdjson.Object | dict, fields: dict[str, type], prefi
     return problems
 
 
+class MalformedPoll(InvalidInput):
+    """A poll refused: its problems, and its node's id when the body gave one (the log names the node)."""
+
+    def __init__(self, problems: list[Problem], node_id: str | None):
+        super().__init__(problems[:MAX_PROBLEMS])
+        self.node_id = node_id
+
+
+def _node_id(node: Any) -> str | None:
+    node_id = node.get("id") if isinstance(node, simdjson.Object) else None
+    return bounded(node_id, MAX_NODE_ID_CHARS) if isinstance(node_id, str) and node_id else None
+
+
 def parse_request(api: str, body: bytes) -> DiscoveryRequest:
     """Read only what an answer needs; anything a DiscoveryRequest cannot be is InvalidInput.
 
@@ -177,24 +193,24 @@ def parse_request(api: str, body: bytes) -> DiscoveryRequest:
         outcome = _read(api, parser, body)
     finally:
         _parsers.give_back(parser)
-    if isinstance(outcome, list):
-        raise InvalidInput(outcome)
+    if isinstance(outcome, MalformedPoll):
+        raise outcome
     return outcome
 
 
-def _read(api: str, parser: simdjson.Parser, body: bytes) -> DiscoveryRequest | list[Problem]:
+def _read(api: str, parser: simdjson.Parser, body: bytes) -> DiscoveryRequest | MalformedPoll:
     try:
         data = parser.parse(body)
     except (ValueError, RuntimeError) as error:  # bad JSON, bad UTF-8, too deep
-        return [Problem("body", f"<{len(body)} bytes>", f"is not JSON: {error}")]
+        return MalformedPoll([Problem("body", f"<{len(body)} bytes>", f"is not JSON: {error}")], None)
     if not isinstance(data, simdjson.Object):
-        return [Problem("body", json_kind(data), "must be an object (a DiscoveryRequest)")]
+        return MalformedPoll([Problem("body", json_kind(data), "must be an object (a DiscoveryRequest)")], None)
     node = data.get("node") or {}
     problems = _shape_problems(data, REQUEST_FIELDS[api], "")
     if isinstance(node, simdjson.Object):  # a node of another type is among the problems already
         problems += _shape_problems(node, NODE_FIELDS[api], "node.")
     if problems:
-        return problems[:MAX_PROBLEMS]
+        return MalformedPoll(problems, _node_id(node))
     type_url = data.get("type_url") or TYPE_URLS[api]
     if type_url != TYPE_URLS[api]:
         shown = bounded(type_url, MAX_LABEL_CHARS)
@@ -214,7 +230,7 @@ def _read(api: str, parser: simdjson.Parser, body: bytes) -> DiscoveryRequest | 
             shown = bounded(name, MAX_LABEL_CHARS) if isinstance(name, str) else json_kind(name)
             problems.append(Problem(f"resource_names[{index}]", shown, "must be 1-128 characters of A-Z a-z 0-9 . _ -"))
     if problems:
-        return problems[:MAX_PROBLEMS]
+        return MalformedPoll(problems, _node_id(node))
     version_info = data.get("version_info")
     return DiscoveryRequest(
         api=api,

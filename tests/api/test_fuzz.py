@@ -122,6 +122,7 @@ AUTH = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"}
 
 def strict_json(text: str):
     """JSON as every other reader takes it: no NaN or Infinity, no lone surrogate."""
+
     def refuse(constant):
         raise AssertionError(f"{constant} in an answer")
 
@@ -165,7 +166,7 @@ POLL_TEMPLATES = [
     '{{"resource_names": {}}}',
     '{{"resource_names": ["web"], "type_url": {}}}',
     '{{"resource_names": ["web"], "error_detail": {}}}',
-    '{}',
+    "{}",
 ]
 header_values = st.one_of(
     # Digits of any length up to 500, evenly (a regex strategy rarely draws past a few dozen).

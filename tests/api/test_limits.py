@@ -37,6 +37,8 @@ def test_max_services_refuses_a_new_service_but_not_changes_to_existing_ones(sma
         assert refused.status_code == 400
         message = refused.get_json()["message"]
         assert "maximum of 2 services" in message and "EDS_MAX_SERVICES" in message
+        [problem] = refused.get_json()["errors"]  # every 400 lists its problems (README, Refusals)
+        assert (problem["field"], problem["value"]) == ("name", "c") and "EDS_MAX_SERVICES" in problem["rule"]
     assert [s["name"] for s in small.get("/edsservice").get_json()] == ["a", "b"]
     assert small.put("/edsservice/a", json={"hosts": hosts(2)}).status_code == 200
     assert small.delete("/edsservice/b").status_code == 204
@@ -49,6 +51,12 @@ def test_max_hosts_per_service(small):
     assert refused.status_code == 400 and "the limit is 3" in refused.get_json()["message"]
     refused = small.put("/edsservice/b", json={"hosts": hosts(4)})
     assert refused.status_code == 400 and "EDS_MAX_HOSTS_PER_SERVICE" in refused.get_json()["message"]
+    [problem] = refused.get_json()["errors"]
+    assert (problem["field"], problem["value"], problem["rule"]) == (
+        "hosts",
+        4,
+        "must be at most 3 hosts (EDS_MAX_HOSTS_PER_SERVICE)",
+    )
     assert [s["name"] for s in small.get("/edsservice").get_json()] == ["a"]
 
 
@@ -58,6 +66,14 @@ def test_metadata_size_is_bounded(client):
     assert refused.status_code == 400
     [problem] = refused.get_json()["errors"]
     assert problem["field"] == "hosts[0].metadata" and "at most 4096 bytes" in problem["rule"]
+
+
+def test_metadata_size_counts_the_utf_8_bytes_sent_not_escapes(client):
+    accepted = {"ip_address": "10.0.0.1", "port": 80, "metadata": {"v": "é" * 2000}}  # 4,008 bytes as sent
+    assert client.put("/edsservice/a", json={"hosts": [accepted]}).status_code == 201
+    refused = {"ip_address": "10.0.0.1", "port": 80, "metadata": {"v": "é" * 2045}}  # 4,098 bytes
+    [problem] = client.put("/edsservice/a", json={"hosts": [refused]}).get_json()["errors"]
+    assert problem["value"] == "<4098 bytes>"
 
 
 def test_the_envoy_poll_fits_the_default_body_limit_with_room(client, envoy_poll):

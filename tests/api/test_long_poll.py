@@ -16,7 +16,6 @@ def test_a_poll_holding_the_current_version_waits_for_the_change(app):
     assert held_now(writer) == 0
 
 
-
 def test_a_write_between_the_version_read_and_the_hold_releases_the_poll_at_once(app, monkeypatch):
     # The lost wake-up: the poll read the version, then a write lands before its hold is registered
     # with the watcher (which starts only then and sees no change after it). The write is made
@@ -35,6 +34,7 @@ def test_a_write_between_the_version_read_and_the_hold_releases_the_poll_at_once
     # Held up to 25 s (Envoy's 30 s minus the margin, capped); answered long before that, or not at all.
     answer = Background(lambda: poll(client, version)).result(within=10)
     assert answer.status_code == 200 and answer.get_json()["version_info"] == written[0].version_after
+
 
 def test_without_the_envoy_timeout_header_a_poll_is_never_held(client):
     version = register(client, 8001)

@@ -85,7 +85,8 @@ def test_clients_view_shows_each_node_and_which_one_is_stuck(client):
     assert bad["node_id"] == "bad" and bad["current_version"] != first
     assert (bad["in_sync"], bad["stuck"]) == (False, False)
     assert client.get("/clients", query_string={"service": "other"}).get_json() == {"clients": []}
-    assert client.get("/clients", query_string={"service": "bad name"}).status_code == 400
+    refused = client.get("/clients", query_string={"service": "bad name"})
+    assert refused.status_code == 400 and refused.get_json()["errors"][0]["field"] == "service"
 
 
 def test_a_node_that_accepts_after_a_rejection_is_no_longer_stuck(client):
@@ -299,6 +300,8 @@ def test_the_clients_view_keeps_its_bounds_and_says_so_once(tmp_path, clock, cap
     assert [r["node_id"] for r in client.get("/clients").get_json()["clients"]] == ["edge-real"]
     assert caplog.records[-1].getMessage() == "clients view within its bounds again"
     store.close()
+
+
 ACCESS_LINE = re.compile(r'"(\w+) (\S+) HTTP/1\.1" (\d{3}) .* node=(\S+)$', re.M)
 
 
@@ -338,6 +341,17 @@ def test_by_default_successful_polls_have_no_access_line_and_everything_else_has
     ]
 
 
+def test_a_refused_poll_names_its_node_in_its_access_line_and_its_refusal(eds_server):
+    server = eds_server(workers=1)
+    body = poll_body("edge-7", names=("bad name",))
+    assert requests.post(f"{server.url}/v3/discovery:endpoints", json=body).status_code == 400
+    wait_until(lambda: access_lines(server), timeout=5, what="the access line")
+    [(_, _, status, node)] = [line for line in access_lines(server) if line[1] == "/v3/discovery:endpoints"]
+    assert (status, node) == ("400", "edge-7")
+    [refusal] = [line for line in server.log_path.read_text().splitlines() if "refused POST" in line]
+    assert "(node edge-7)" in refusal
+
+
 def test_access_log_polls_gives_every_poll_its_line_with_the_node(eds_server):
     server = eds_server(workers=1, env={"EDS_ACCESS_LOG_POLLS": "true"})
     poll_url = f"{server.url}/v3/discovery:endpoints"
@@ -349,3 +363,18 @@ def test_access_log_polls_gives_every_poll_its_line_with_the_node(eds_server):
         ("POST", "/v3/discovery:endpoints", "304", "edge-1"),
         ("POST", "/v3/discovery:endpoints", "200", "edge-2"),
     ]
+
+
+def test_subscription_series_are_bounded_and_a_scrape_leaves_out_those_at_zero(monkeypatch):
+    from eds_server.telemetry import metrics as metrics_module
+
+    monkeypatch.setattr(metrics_module, "MAX_SUBSCRIPTION_SERIES", 2)
+    metrics = Metrics()
+    metrics.grpc_subscribed("ads-delta", ["a", "b", "c", "d"], [])
+    metrics.grpc_subscribed("ads-delta", [], ["a"])
+    rows = [line.rpartition(" ") for line in metrics.render(lambda: []).decode().splitlines()]
+    series = {labels: float(value) for labels, _, value in rows if labels.startswith("eds_grpc_subscriptions{")}
+    assert series == {
+        'eds_grpc_subscriptions{mode="ads-delta",service="b"}': 1.0,
+        'eds_grpc_subscriptions{mode="ads-delta",service="(other services)"}': 2.0,
+    }

@@ -213,7 +213,6 @@ def test_v2_answers_with_v2_type_urls(client):
     assert endpoint.lb_endpoints[0].endpoint.address.socket_address.address == "10.0.0.1"
 
 
-
 def test_v3_and_v2_polls_for_the_same_version_each_get_their_own_type_urls(client):
     # One service, one version, two APIs: an answer kept for one API must never be handed to the other
     # (Envoy 1.40 rejects v2 @types, a legacy Envoy v3 ones).
@@ -222,6 +221,7 @@ def test_v3_and_v2_polls_for_the_same_version_each_get_their_own_type_urls(clien
         answer = poll(client, api=api).get_json()
         assert answer["type_url"] == type_url, api
         assert [r["@type"] for r in answer["resources"]] == [type_url], api
+
 
 def test_v1_registration(client):
     client.put(

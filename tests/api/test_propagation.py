@@ -137,6 +137,7 @@ def test_removing_a_host_with_wait_answers_the_service(client):
         ({"wait": ""}, "wait"),
         ({"version": "not-a-version"}, "version"),
         ({"version": "0123456789ABCDEF"}, "version"),
+        ({"version": "0123456789abcdef\n"}, "version"),
     ],
 )
 def test_bad_input_gets_400_naming_the_field(client, query, field):

@@ -306,6 +306,79 @@ def test_a_stream_that_never_reads_does_not_hold_up_the_others(server, channel, 
     sluggish.close()
 
 
+def test_a_name_both_subscribed_and_unsubscribed_by_another_stream_never_cuts_this_one_off(server, streams, name):
+    # The protocol gives no meaning to a name in both lists; whatever this server makes of it
+    # (the name stays subscribed), no other stream may lose its pushes for it.
+    put(server, name, 8001)
+    healthy = streams("DeltaAggregatedResources")
+    healthy.send(node=NODE, resource_names_subscribe=[name])
+    healthy.send(response_nonce=healthy.receive().nonce)
+    odd = streams("DeltaAggregatedResources")
+    odd.send(node=NODE, resource_names_subscribe=[name])
+    odd.send(response_nonce=odd.receive().nonce, resource_names_subscribe=[name], resource_names_unsubscribe=[name])
+    assert ports(assignments(odd.receive())[name]) == [8001]  # subscribed still, so sent again
+    odd.close()
+    wait_until(lambda: subscriptions(server, name) == 1.0, 10, what="the odd stream gone from the gauge")
+    put(server, name, 8002)
+    assert ports(assignments(healthy.receive())[name]) == [8002]
+
+
+def subscriptions(server, name: str) -> float | None:
+    """eds_grpc_subscriptions of `name` on delta ADS streams, as /metrics shows it; None without a series."""
+    line = f'eds_grpc_subscriptions{{mode="ads-delta",service="{name}"}} '
+    text = requests.get(f"{server.url}/metrics", timeout=5).text
+    return next((float(row[len(line) :]) for row in text.splitlines() if row.startswith(line)), None)
+
+
+def test_names_no_stream_watches_any_more_leave_the_subscriptions_gauge(server, streams, name):
+    names = [f"{name}-{i}" for i in range(50)]
+    stream = streams("DeltaAggregatedResources")
+    stream.send(node=NODE, resource_names_subscribe=names)
+    stream.send(response_nonce=stream.receive().nonce)
+    wait_until(lambda: subscriptions(server, names[-1]) == 1.0, 10, what="the series of a subscribed name")
+    stream.send(resource_names_unsubscribe=names)
+    wait_until(lambda: subscriptions(server, names[-1]) is None, 10, what="the series gone")
+
+
+def test_each_answer_for_another_type_has_a_nonce_of_its_own(streams):
+    stream = streams("StreamAggregatedResources")
+    clusters = "type.googleapis.com/envoy.config.cluster.v3.Cluster"
+    nonces = []
+    for round_ in range(4):
+        stream.send(node=NODE, type_url=clusters, resource_names=[f"cluster-{round_}"])
+        nonces.append(stream.receive().nonce)
+    assert len(set(nonces)) == 4, nonces
+
+
+def test_more_resource_types_than_envoy_has_end_that_stream(streams):
+    stream = streams("DeltaAggregatedResources")
+    for index in range(16):
+        stream.send(node=NODE, type_url=f"type.googleapis.com/made.up.Type{index}", resource_names_subscribe=["x"])
+        assert list(stream.receive().removed_resources) == ["x"]
+    stream.send(type_url="type.googleapis.com/made.up.Type16", resource_names_subscribe=["x"])
+    ended = stream.ended()
+    assert ended.code == grpc.StatusCode.INVALID_ARGUMENT and "more than 16 resource types" in ended.details
+
+
+def test_a_long_type_url_on_eds_is_refused_naming_its_start(streams):
+    stream = streams("StreamEndpoints")
+    stream.send(node=NODE, resource_names=["x"], type_url="type.googleapis.com/" + "x" * 50_000)
+    ended = stream.ended()
+    assert ended.code == grpc.StatusCode.INVALID_ARGUMENT and "serves only" in ended.details
+    assert len(ended.details) < 500
+
+
+def test_what_a_stream_says_of_its_node_and_its_nack_is_kept_bounded(server, streams, name):
+    put(server, name, 8001)
+    stream = streams("DeltaEndpoints")
+    node = {"id": "n" * 100_000, "cluster": "c" * 100_000, "user_agent_version": "v" * 100_000}
+    stream.send(node=node, resource_names_subscribe=[name])
+    stream.send(response_nonce=stream.receive().nonce, error="e" * 100_000)
+    row = wait_until(lambda: client_row(server, name).get("rejected") and client_row(server, name), 10, what="NACK")
+    assert len(row["node_id"]) == 512 and len(row["cluster"]) == 256 and len(row["error"]) == 1024
+    assert row["node_id"].startswith("nnnn") and "100000 chars" in row["node_id"]
+
+
 # -- one core for both transports ------------------------------------------------
 def test_a_ttl_expiry_by_the_rest_workers_sweeper_reaches_the_stream(server, streams, name):
     host = {"ip_address": "127.0.0.1", "port": 8001, "ttl": 1}

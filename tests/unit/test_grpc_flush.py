@@ -90,6 +90,20 @@ def test_a_stream_that_never_answers_holds_the_flush_back_only_so_long(tmp_path,
         assert _acked(now.store, "silent") != now.version
 
 
+def test_a_stream_that_never_answers_holds_back_one_flush_not_every_later_one(tmp_path, monkeypatch):
+    monkeypatch.setattr(Hub, "flush_waits_for_pushes_at_most", 0.5)
+    with after_a_change(tmp_path) as now:
+        wait_until(lambda: _acked(now.store, "answering") == now.version, 10, what="the flush, at its bound")
+        monkeypatch.setattr(Hub, "flush_waits_for_pushes_at_most", 60.0)
+        version = put(Registry(now.store), 8001, 8002, 8003)
+        _ack(now.answering, now.answering.receive())
+        wait_until(lambda: _acked(now.store, "answering") == version, 10, what="the next flush, not waiting for silent")
+        _ack(now.silent, now.silent.receive())  # silent answers again: its pushes are waited for again
+        version = put(Registry(now.store), 8001)
+        _ack(now.answering, now.answering.receive())
+        assert now.answering.nothing_within(1.0) and _acked(now.store, "answering") != version
+
+
 def _held_until(store, node: str) -> float | None:
     return next((row.held_until for row in store.clients() if row.node_id == node), None)
 

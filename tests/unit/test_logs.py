@@ -61,7 +61,7 @@ def test_a_long_value_is_cut_and_says_how_long_it_was(logged):
 
 def test_gunicorns_access_atoms_are_made_safe_as_the_format_reads_them(logged):
     logger, lines, _ = logged
-    atoms = {"h": "127.0.0.1", "r": 'POST /v3/discovery:endpoints HTTP/1.1', "s": "200", "B": "271", "M": "1"}
+    atoms = {"h": "127.0.0.1", "r": "POST /v3/discovery:endpoints HTTP/1.1", "s": "200", "B": "271", "M": "1"}
     atoms["{eds.node}e"] = FORGED
     logger.info(ACCESS_FORMAT, atoms)
     [line] = lines()

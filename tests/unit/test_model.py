@@ -142,7 +142,7 @@ def test_weights_that_overflow_a_locality_are_refused():
     assert "must not exceed 4294967295" in problems["hosts"]
 
 
-@pytest.mark.parametrize("name", ["", "a b", "a/b", "x" * 129, "é"])
+@pytest.mark.parametrize("name", ["", "a b", "a/b", "x" * 129, "é", ".", ".."])
 def test_bad_service_names(name):
     assert "name" in problems_of(lambda: parse_service(name, {"hosts": []}, now=0))
 

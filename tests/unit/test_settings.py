@@ -73,6 +73,8 @@ def test_trusted_proxies_are_addresses_or_networks(tmp_path):
     settings = load_settings([], environ={"EDS_TRUSTED_PROXIES": "10.0.0.7, 10.1.0.0/16 ,::1"})
     assert settings.trusted_proxies == ["10.0.0.7", "10.1.0.0/16", "::1"]
     assert load_settings([], environ={}).trusted_proxies == []
+
+
 def test_successful_polls_are_left_out_of_the_access_log_unless_asked_for():
     assert load_settings([], environ={}).access_log_polls is False
     assert load_settings([], environ={"EDS_ACCESS_LOG_POLLS": "true"}).access_log_polls is True

@@ -110,7 +110,6 @@ def test_a_heartbeat_moves_the_deadline_and_keeps_the_version(store, clock):
     assert len(store.expire()) == 1
 
 
-
 def test_a_heartbeat_that_changes_nothing_envoy_sees_does_not_render_its_service_again(store, clock, monkeypatch):
     # Rendering is most of a write to a large service, and its hosts heartbeat every few seconds.
     put(store, "svc", host("10.0.0.1", ttl=5), host("10.0.0.2"))
@@ -136,6 +135,7 @@ def test_a_later_write_that_adds_a_ttl_host_or_shortens_a_deadline_is_expired_by
     assert sorted(c.name for c in store.expire()) == ["deadline-shortened", "gains-a-ttl-host"]
     assert [h.ip_address for h in store.get("gains-a-ttl-host").hosts] == ["10.0.0.1"]
     assert store.get("deadline-shortened").hosts == ()
+
 
 def test_concurrent_updates_lose_nothing(store):
     put(store, "svc")
@@ -251,6 +251,8 @@ def test_wait_for_change_wakes_for_a_batch_of_client_rows(store):
     other.record_clients([client_row(version_held="v1")], Retention(0))
     waiter.join(6)
     assert woke == [True]
+
+
 def test_a_version_read_anywhere_follows_every_write_that_returned(store, clock):
     # The poll path's one read, from another store object on the same data (another worker) that
     # read the version before each write: once the write returned, it reads the new version.
