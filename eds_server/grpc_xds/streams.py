@@ -76,7 +76,7 @@ class Hub:
         self._pushing: set[XdsStream] = set()  # streams woken by a change, until it is answered or not due
         self._silent: set[XdsStream] = set()  # streams a flush waited for in vain, until they answer
         self._refreshed_at = time.monotonic()  # every open stream's rows last noted
-        self.feed = ChangeFeed(core.store, core.version, self._changed_from_thread)
+        self.feed = ChangeFeed(core.store, self._changed_from_thread)
         self.stopping = False
 
     def start(self) -> Hub:

@@ -182,6 +182,11 @@ class Store(ABC):
         """
 
     @abstractmethod
+    def versions(self) -> dict[str, str]:
+        """name -> stored version of every service, in one read: what a reader watching more names
+        than the registry can hold compares (the registry is bounded, the names asked about are not)."""
+
+    @abstractmethod
     def due_for_expiry(self, now: float) -> list[str]:
         """Names of the services holding a host whose deadline has passed."""
 

@@ -34,6 +34,10 @@ class MemoryStore(Store):
         entry = self._services.get(name)
         return entry[1] if entry else None
 
+    def versions(self) -> dict[str, str]:
+        with self._lock:
+            return {name: version for name, (_, version) in self._services.items()}
+
     def count(self) -> int:
         # Without the lock: `_atomically` holds it while its step asks.
         return len(self._services)

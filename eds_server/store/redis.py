@@ -168,6 +168,9 @@ class RedisStore(Store):
     def version(self, name: str) -> str | None:
         return self._read_or_recall(lambda: self._redis.hget(service_key(name), "version"), name, 1)
 
+    def versions(self) -> dict[str, str]:
+        return self._read(self._load_versions)
+
     def get(self, name: str) -> Service | None:
         record = self._read_or_recall(lambda: self._redis.hget(service_key(name), "record"), name, 0)
         return None if record is None else load_service(record)
@@ -448,6 +451,14 @@ class RedisStore(Store):
     def clients(self) -> list[ClientRow]:
         rows = self._read(lambda: self._redis.hgetall(CLIENTS))
         return [load_client(rows[field]) for field in sorted(rows, key=json.loads)]
+
+    def _load_versions(self) -> dict[str, str]:
+        names = self._redis.zrange(NAMES, 0, -1)
+        with self._redis.pipeline(transaction=False) as pipe:
+            for name in names:
+                pipe.hget(service_key(name), "version")
+            versions = pipe.execute()
+        return {name: version for name, version in zip(names, versions, strict=True) if version is not None}
 
     def _load_all(self) -> dict[str, tuple[str, str]]:
         """name -> (record, version) of every service, in name order (a service deleted meanwhile is left out)."""

@@ -298,6 +298,9 @@ class SqliteStore(Store):
     def version(self, name: str) -> str | None:
         return self._versions.version(name)
 
+    def versions(self) -> dict[str, str]:
+        return dict(self._fetch("SELECT name, version FROM services"))
+
     def _stored_version(self, name: str) -> str | None:
         conn = self._take()  # the poll path (after a write): no context manager
         try:
