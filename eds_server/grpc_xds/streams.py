@@ -37,6 +37,8 @@ log = logging.getLogger("eds_server.grpc")
 # Resource types one ADS stream may ask for besides endpoints (Envoy asks for at most a handful:
 # listeners, routes, clusters, secrets, runtime...): each is remembered for as long as the stream.
 MAX_OTHER_TYPES = 16
+# Names one stream reads and packs before the loop turns to the other streams.
+NAMES_BETWEEN_TURNS = 200
 
 
 class StreamError(Exception):
@@ -99,17 +101,15 @@ class Hub:
             watchers = self._by_name.get(name)
             if not watchers:
                 continue
-            try:
-                self._latest[name] = self.core.resource(name)
-            except Exception as error:  # each stream reads it again itself, and fails alone if it must
-                log.warning("cannot read %s after a change: %s", name, error)
-                self._latest.pop(name, None)
+            # Read again by the first stream woken, for all of them, between the other streams' turns:
+            # the feed names every newly watched name once, and a stream may have just subscribed thousands.
+            self._latest.pop(name, None)
             self._pushing |= watchers - self._silent
             for stream in watchers:
                 stream.check(name)
 
     def current(self, name: str) -> tuple[str, dict]:
-        """The (version, assignment) of a watched service: as read at its last change, or now."""
+        """The (version, assignment) of a watched service: as read since its last change, or now."""
         latest = self._latest.get(name)
         if latest is None:
             latest = self._latest[name] = self.core.resource(name)
@@ -389,19 +389,17 @@ class XdsStream:
         hub = self.hub
         names, self._to_check = self._to_check & subscription.names, set()
         try:
-            current = {name: hub.current(name) for name in sorted(names)}
+            rendered = await self._unsent(names)
         except StoreUnavailable as error:  # Envoy keeps its endpoints, and reconnects
             raise StreamError(grpc.StatusCode.UNAVAILABLE, f"the registry store is unavailable: {error}") from None
-        rendered = {name: latest for name, latest in current.items() if subscription.sent.get(name) != latest[0]}
         if not rendered:
             self.hub.settled(self)
             return
-        packer = hub.packer
         nonce = subscription.pushed({name: version for name, (version, _) in rendered.items()})
         if self.mode == SOTW:
             response = wire.DiscoveryResponse(
                 version_info=subscription.version_info(),
-                resources=[packer.packed(name, version, body) for name, (version, body) in rendered.items()],
+                resources=[packed for _, packed in rendered.values()],
                 type_url=wire.ASSIGNMENT_TYPE,
                 nonce=nonce,
             )
@@ -409,8 +407,8 @@ class XdsStream:
             response = wire.DeltaDiscoveryResponse(
                 system_version_info=subscription.version_info(),
                 resources=[
-                    wire.Resource(name=name, version=version, resource=packer.packed(name, version, body))
-                    for name, (version, body) in rendered.items()
+                    wire.Resource(name=name, version=version, resource=packed)
+                    for name, (version, packed) in rendered.items()
                 ],
                 type_url=wire.ASSIGNMENT_TYPE,
                 nonce=nonce,
@@ -418,3 +416,18 @@ class XdsStream:
         hub.noted(self)
         await self.context.write(response)
         self.hub.metrics.grpc_pushed(self.kind, len(rendered), time.perf_counter() - started)
+
+    async def _unsent(self, names: set[str]) -> dict[str, tuple[str, object]]:
+        """name -> (version, packed assignment) of those of `names` whose current version this stream
+        was not sent. Reading and packing thousands of names newly subscribed takes a while: every
+        NAMES_BETWEEN_TURNS names the loop serves the other streams (a write's pushes among them)."""
+        hub, subscription = self.hub, self.subscription
+        unsent = {}
+        for index, name in enumerate(sorted(names)):
+            if index and index % NAMES_BETWEEN_TURNS == 0:
+                await asyncio.sleep(0)
+            version, body = hub.current(name)
+            if subscription.sent.get(name) != version:
+                unsent[name] = (version, hub.packer.packed(name, version, body))
+        # Names unsubscribed meanwhile are not sent; names subscribed meanwhile are due next.
+        return {name: due for name, due in unsent.items() if name in subscription.names}
