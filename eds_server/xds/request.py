@@ -57,8 +57,8 @@ MAX_RESOURCE_NAMES = 64
 # to be recognised.
 MAX_NODE_ID_CHARS = 512
 MAX_LABEL_CHARS = 256
-# Length kept of a NACK's error_detail.message (gRPC): Envoy's own name the field and the rule in a
-# few hundred characters; the clients view copies it into a row per rejected resource.
+# Length kept of a NACK's error_detail.message (gRPC): Envoy's own messages name the field and
+# the rule in a few hundred characters; the clients view copies it into a row per rejected resource.
 MAX_ERROR_MESSAGE_CHARS = 1024
 # Problems reported for one malformed poll: the first ones say what is wrong.
 MAX_PROBLEMS = 10
