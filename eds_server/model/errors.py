@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import reprlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,7 +32,7 @@ class Problem:
 class RegistryError(Exception):
     """Base of every error the registry reports to its callers; a refused input lists its `problems`."""
 
-    problems: list[Problem] = []
+    problems: Sequence[Problem] = ()
 
     def __init__(self, message: str):
         super().__init__(message)

@@ -453,25 +453,20 @@ class RedisStore(Store):
         return [load_client(rows[field]) for field in sorted(rows, key=json.loads)]
 
     def _load_versions(self) -> dict[str, str]:
-        names = self._redis.zrange(NAMES, 0, -1)
-        with self._redis.pipeline(transaction=False) as pipe:
-            for name in names:
-                pipe.hget(service_key(name), "version")
-            versions = pipe.execute()
-        return {name: version for name, version in zip(names, versions, strict=True) if version is not None}
+        return {name: version for name, (version,) in self._load_each("version").items()}
 
     def _load_all(self) -> dict[str, tuple[str, str]]:
-        """name -> (record, version) of every service, in name order (a service deleted meanwhile is left out)."""
+        """name -> (record, version) of every service."""
+        return self._load_each("record", "version")
+
+    def _load_each(self, *fields: str) -> dict[str, tuple]:
+        """name -> `fields` of every service, in name order (a service deleted meanwhile is left out)."""
         names = self._redis.zrange(NAMES, 0, -1)
         with self._redis.pipeline(transaction=False) as pipe:
             for name in names:
-                pipe.hmget(service_key(name), "record", "version")
+                pipe.hmget(service_key(name), *fields)
             entries = pipe.execute()
-        return {
-            name: (record, version)
-            for name, (record, version) in zip(names, entries, strict=True)
-            if record is not None
-        }
+        return {name: tuple(values) for name, values in zip(names, entries, strict=True) if values[0] is not None}
 
     def _load_one(self, name: str) -> None:
         record, version = self._redis.hmget(service_key(name), "record", "version")
