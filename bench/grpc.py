@@ -1,9 +1,10 @@
 """The gRPC figures of `make bench`: write-to-Envoy over gRPC, 10,000 ADS streams, delta against state of the world.
 
 Every figure comes from a real `python -m eds_server --grpc-port` on sqlite;
-the streams are simulated Envoys on grpc.aio in this process (many streams
-per HTTP/2 connection, as many Envoys behind few proxies would be; each
-stream its own node id), which shares the machine's two cores with the server.
+the streams are simulated Envoys in this process (bench/simulated_envoys.py:
+many streams per HTTP/2 connection, as many Envoys behind few proxies would
+be; each stream its own node id), which shares the machine's two cores with
+the server.
 """
 
 from __future__ import annotations
@@ -14,9 +15,7 @@ import multiprocessing
 import os
 import statistics
 import time
-from collections import defaultdict
 from concurrent.futures import ProcessPoolExecutor
-from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,12 +24,12 @@ import requests
 from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 
 from eds_server.serving.limits import raise_open_files_limit
-from scripts import xds_client
 from scripts.processes import EdsServer, rss_kb, worker_pids
 from scripts.stream_burst import open_at_once
 from scripts.xds_client import XdsStream
 
 from . import long_poll
+from .simulated_envoys import Fleet
 
 CLA = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment"
 TRANSPORTS = ("GRPC", "DELTA_GRPC", "ADS", "ADS_DELTA")
@@ -98,72 +97,6 @@ class ManyStreams:
         return (self.push_cpu_seconds + self.client_cpu_seconds) / os.cpu_count() * 1000
 
 
-class _Arrivals:
-    """When each version reached the simulated Envoys, noted as it arrives: looking over 10,000 streams'
-    versions while they arrive would itself take the clients' CPU from reading them."""
-
-    def __init__(self, streams: int):
-        self.streams = streams
-        self.at: dict[str, list[float]] = defaultdict(list)
-        self._everywhere: dict[str, asyncio.Event] = defaultdict(asyncio.Event)
-
-    def note(self, version: str) -> None:
-        arrived = self.at[version]
-        arrived.append(time.monotonic())
-        if len(arrived) == self.streams:
-            self._everywhere[version].set()
-
-    async def everywhere(self, version: str, timeout: float) -> None:
-        with suppress(TimeoutError):
-            await asyncio.wait_for(self._everywhere[version].wait(), timeout)
-
-
-class _SimulatedEnvoy:
-    """One ADS state-of-the-world stream: subscribes to `name`, ACKs each response, notes when one arrived.
-
-    A stream that fails is opened again, as Envoy does (its failures are counted).
-    """
-
-    def __init__(self, channel: grpc.aio.Channel, node: str, name: str, arrivals: _Arrivals):
-        self.node, self.name = node, name
-        self.stub = ads_pb2_grpc.AggregatedDiscoveryServiceStub(channel)
-        self.arrivals = arrivals
-        self.first = asyncio.Event()
-        self.failures = 0
-
-    async def run(self) -> None:
-        # The call's own write and read, not a request iterator: no queue and no task per stream.
-        while True:
-            call = self.stub.StreamAggregatedResources()
-            try:
-                await call.write(
-                    discovery_pb2.DiscoveryRequest(node={"id": self.node}, resource_names=[self.name], type_url=CLA)
-                )
-                while (response := await call.read()) is not grpc.aio.EOF:
-                    self.arrivals.note(response.version_info)
-                    self.first.set()
-                    await call.write(
-                        discovery_pb2.DiscoveryRequest(
-                            version_info=response.version_info,
-                            response_nonce=response.nonce,
-                            resource_names=[self.name],
-                            type_url=CLA,
-                        )
-                    )
-            except grpc.aio.AioRpcError:
-                pass
-            self.failures += 1  # the stream failed or ended: opened again
-            await asyncio.sleep(0.1)
-
-
-async def _stop(tasks: list[asyncio.Task], channels: list[grpc.aio.Channel]) -> None:
-    for task in tasks:
-        task.cancel()
-    await asyncio.gather(*tasks, return_exceptions=True)
-    for channel in channels:
-        await channel.close()
-
-
 def many_streams(tmp: Path, streams: int, connections: int) -> ManyStreams:
     """`streams` ADS streams over `connections` HTTP/2 connections, all subscribed to one service."""
     raise_open_files_limit()
@@ -174,17 +107,10 @@ def many_streams(tmp: Path, streams: int, connections: int) -> ManyStreams:
         rss_before = rss_kb(pid) / 1024
 
         async def run() -> ManyStreams:
-            channels = xds_client.connections(eds.grpc_target, connections)
-            arrivals = _Arrivals(streams)
-            envoys = [
-                _SimulatedEnvoy(channels[i % connections], f"bench-{i}", "fleet", arrivals) for i in range(streams)
-            ]
-            tasks = []
-            for index, envoy in enumerate(envoys):
-                tasks.append(asyncio.create_task(envoy.run()))
-                if index % WAVE_STREAMS == WAVE_STREAMS - 1:
-                    await asyncio.sleep(WAVE_SECONDS)
-            await asyncio.wait_for(asyncio.gather(*(e.first.wait() for e in envoys)), 300)
+            fleet = Fleet(streams, "fleet", "bench")
+            host, port = eds.grpc_target.rsplit(":", 1)
+            await fleet.open(host, int(port), connections, WAVE_STREAMS, WAVE_SECONDS)
+            await fleet.every_stream_answered(300)
             await asyncio.sleep(3)  # ACKs land, the clients view flushes
             cpu_before, since = cpu_seconds(pid), time.monotonic()
             await asyncio.sleep(5)
@@ -193,16 +119,15 @@ def many_streams(tmp: Path, streams: int, connections: int) -> ManyStreams:
             cpu_at_write, client_cpu_at_write = cpu_seconds(pid), cpu_seconds(os.getpid())
             written = time.monotonic()
             version = await asyncio.to_thread(put, eds, "fleet", hosts(11))
-            await arrivals.everywhere(version, 60)
-            arrived = arrivals.at[version]
+            await fleet.arrivals.everywhere(version, 60)
+            arrived = fleet.arrivals.at[version]
             push_cpu = cpu_seconds(pid) - cpu_at_write
             client_cpu = cpu_seconds(os.getpid()) - client_cpu_at_write
-            await _stop(tasks, channels)
+            fleet.close()
             reached_ms = (max(arrived) - written) * 1000 if arrived else float("nan")
-            reopened = sum(envoy.failures for envoy in envoys)
             return ManyStreams(
                 streams, connections, rss_before, rss_open, idle, reached_ms, len(arrived), push_cpu, client_cpu,
-                reopened,
+                fleet.reopened,
             )  # fmt: skip
 
         return asyncio.run(run())
@@ -272,16 +197,14 @@ def threaded_streams(streams: int, connections: int) -> ThreadedStreams:
         rss_before = rss_kb(child.pid) / 1024
 
         async def run() -> ThreadedStreams:
-            channels = xds_client.connections(f"127.0.0.1:{port}", connections)
-            arrivals = _Arrivals(streams)
-            envoys = [_SimulatedEnvoy(channels[i % connections], f"thread-{i}", CLA, arrivals) for i in range(streams)]
-            tasks = [asyncio.create_task(envoy.run()) for envoy in envoys]
-            await asyncio.wait_for(asyncio.gather(*(e.first.wait() for e in envoys)), 120)
+            fleet = Fleet(streams, CLA, "thread")
+            await fleet.open("127.0.0.1", port, connections, streams, 0)
+            await fleet.every_stream_answered(120)
             await asyncio.sleep(2)
             threads = int(next(line.split()[1] for line in Path(f"/proc/{child.pid}/status").read_text().splitlines()
                                if line.startswith("Threads:")))  # fmt: skip
             rss_open = rss_kb(child.pid) / 1024
-            await _stop(tasks, channels)
+            fleet.close()
             return ThreadedStreams(streams, rss_before, rss_open, threads)
 
         return asyncio.run(run())
@@ -392,7 +315,8 @@ def render(figures: dict) -> str:
             f"(write acknowledged to the last push read by the clients; target < 1 s: {reached}); the gRPC "
             f"process used {many.push_cpu_seconds:.2f} s of CPU meanwhile "
             f"({many.push_cpu_seconds / many.streams * 1e6:.0f} us per stream: its push, and its ACK read back)",
-            f"- the simulated Envoys (grpc.aio, one process) used {many.client_cpu_seconds:.2f} s of CPU meanwhile: "
+            f"- the simulated Envoys (h2 on asyncio, one process) used {many.client_cpu_seconds:.2f} s of CPU "
+            "meanwhile: "
             f"on {os.cpu_count()} cores, that much CPU for server and clients together takes at least "
             f"**{many.floor_ms:.0f} ms**: the floor of this measurement on this machine",
             "",

@@ -421,3 +421,36 @@ def test_on_redis_a_write_through_another_replica_reaches_the_stream(redis_url, 
     finally:
         writing.stop()
         streaming.stop()
+
+
+# -- the benchmark's simulated Envoys ---------------------------------------------
+def test_the_benchmarks_simulated_envoys_ack_every_push_as_the_server_sees_it(server, name):
+    """`make bench` times a fan-out with simulated Envoys on h2 (bench/simulated_envoys.py), not grpcio:
+    they must be what the server counts as Envoys that got each push and ACKed it."""
+    import asyncio
+
+    from bench.simulated_envoys import Fleet
+
+    first, changed = put(server, name, 8001), None
+    fleet = Fleet(30, name, f"fleet-{name}")
+
+    async def run() -> None:
+        nonlocal changed
+        host, port = server.grpc_target.rsplit(":", 1)
+        try:
+            await fleet.open(host, int(port), connections=3, wave=10, wave_seconds=0.05)
+            await fleet.every_stream_answered(10)
+            changed = await asyncio.to_thread(put, server, name, 8001, 8002)
+            await fleet.arrivals.everywhere(changed, 10)
+            await asyncio.to_thread(wait_until, acked_by_all, 10, what="every simulated Envoy's ACK in /clients")
+        finally:
+            fleet.close()
+
+    def acked_by_all() -> bool:
+        rows = requests.get(f"{server.url}/clients", params={"service": name}, timeout=5).json()["clients"]
+        held = {row["node_id"]: row["version_held"] for row in rows if row["transport"] == "grpc"}
+        return held == {f"fleet-{name}-{i}": changed for i in range(30)}
+
+    asyncio.run(run())
+    assert first != changed
+    assert (len(fleet.arrivals.at[first]), len(fleet.arrivals.at[changed]), fleet.reopened) == (30, 30, 0)
