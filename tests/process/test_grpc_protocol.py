@@ -7,10 +7,13 @@ expectation is what Envoy's "xDS REST and gRPC protocol" document says
 
 from __future__ import annotations
 
+import asyncio
+
 import grpc
 import pytest
 import requests
 
+from bench.simulated_envoys import Fleet
 from scripts.processes import wait_until
 from scripts.xds_client import CLA, NODE, XdsStream, assignments, ports
 
@@ -427,10 +430,6 @@ def test_on_redis_a_write_through_another_replica_reaches_the_stream(redis_url, 
 def test_the_benchmarks_simulated_envoys_ack_every_push_as_the_server_sees_it(server, name):
     """`make bench` times a fan-out with simulated Envoys on h2 (bench/simulated_envoys.py), not grpcio:
     they must be what the server counts as Envoys that got each push and ACKed it."""
-    import asyncio
-
-    from bench.simulated_envoys import Fleet
-
     first, changed = put(server, name, 8001), None
     fleet = Fleet(30, name, f"fleet-{name}")
 
