@@ -31,7 +31,6 @@ from scripts.xds_client import XdsStream
 from . import long_poll
 from .simulated_envoys import Fleet
 
-CLA = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment"
 TRANSPORTS = ("GRPC", "DELTA_GRPC", "ADS", "ADS_DELTA")
 log = logging.getLogger("bench.grpc")
 WAVE_STREAMS, WAVE_SECONDS = 500, 0.2  # a fleet of simulated Envoys comes up in waves: this many, every so often
@@ -197,7 +196,7 @@ def threaded_streams(streams: int, connections: int) -> ThreadedStreams:
         rss_before = rss_kb(child.pid) / 1024
 
         async def run() -> ThreadedStreams:
-            fleet = Fleet(streams, CLA, "thread")
+            fleet = Fleet(streams, "fleet", "thread")
             await fleet.open("127.0.0.1", port, connections, streams, 0)
             await fleet.every_stream_answered(120)
             await asyncio.sleep(2)
@@ -255,9 +254,9 @@ def delta_against_sotw(tmp: Path, services: int) -> DeltaBytes:
 
 # -- the report ------------------------------------------------------------------------
 def in_own_process(function, *args):
-    """`function(*args)` in a fresh interpreter. grpc.aio binds itself to the first event loop of a
-    process: a second `asyncio.run` of streams in the same process hung, and so may grpcio's sync
-    client after it."""
+    """`function(*args)` in a fresh interpreter: the CPU it measures of its own process is its simulated
+    Envoys' alone, and grpc.aio binds itself to the first event loop of a process (a second
+    `asyncio.run` of streams in the same process hung, and so may grpcio's sync client after it)."""
     with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
         return pool.submit(function, *args).result()
 
